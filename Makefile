@@ -1,0 +1,59 @@
+# fastpath: every target installs what it needs and is safe to run twice.
+#   make demo    the demo cluster on its defaults (fastpath up, then fastpath check)
+#   make test    the whole suite (as root: the integration tests use real netns, BPF, cgroups)
+#   make bench   every benchmark, JSON and PNG under out/
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.fastpath-installed
+BPF_SRC := $(wildcard bpf/*.bpf.c)
+BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
+BENCHES ?= podnet cni bgp accel proxy shm rcu
+
+.PHONY: setup system venv bpf demo test unit bench lint clean
+
+setup: system venv bpf
+
+system:
+	@if [ "$$(id -u)" -eq 0 ]; then bash scripts/install-system-packages.sh; \
+	else echo "make: not root, skipping scripts/install-system-packages.sh"; fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+# BPF objects are compiled against this kernel's BTF (vmlinux.h from /sys/kernel/btf/vmlinux).
+bpf: $(BPF_OBJ)
+
+build/bpf/vmlinux.h:
+	@mkdir -p build/bpf
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+build/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) build/bpf/vmlinux.h
+	clang -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_x86 -Ibuild/bpf -Ibpf -c $< -o $@
+
+demo: setup
+	$(BIN)/fastpath up
+	$(BIN)/fastpath check
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+unit: venv
+	$(BIN)/python -m pytest -q -m 'not root'
+
+bench: setup
+	@mkdir -p out
+	@for b in $(BENCHES); do \
+	  $(BIN)/fastpath bench $$b --json out/bench-$$b.json --plot out/bench-$$b.png || exit 1; \
+	done
+
+lint: venv
+	$(BIN)/python -m compileall -q src tests
+
+clean:
+	rm -rf build $(VENV) out

@@ -1,0 +1,3 @@
+from fastpath.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Benchmarks: `fastpath bench NAME`, each against its peer measured in the same run."""

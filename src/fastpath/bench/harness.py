@@ -1,0 +1,135 @@
+"""What every fastpath benchmark shares: pinning, interleaving, statistics, JSON, plots.
+
+Rules (ARCHITECTURE, "Conventions"): contenders run interleaved (A B A B ...) in one run,
+processes pinned to CPUs, repeated, reported as medians with the ratio against the peer.
+On this 2-core VM a wakeup across CPUs costs ~45 us, so an unpinned latency is noise.
+
+A benchmark module `fastpath.bench.NAME` provides:
+    DESCRIPTION: str
+    add_arguments(parser) -> None        # its own flags; --json/--plot/--rounds/--quick are common
+    run(args) -> BenchResult
+    plot(result, path) -> None           # optional; default: bars of each series' median
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+
+def cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def pin(cpu: int, pid: int = 0) -> None:
+    """Pin `pid` (0: this process) to one CPU."""
+    os.sched_setaffinity(pid, {cpu})
+
+
+def pinned(cpu: int) -> Callable[[], None]:
+    """A subprocess preexec_fn that pins the child to `cpu` before it execs."""
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sample list."""
+    s = sorted(samples)
+    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
+    return s[k]
+
+
+def summarize(samples: Iterable[float]) -> dict[str, float]:
+    s = [float(x) for x in samples]
+    if not s:
+        return {"n": 0}
+    return {"n": len(s), "median": statistics.median(s), "mean": statistics.fmean(s),
+            "p90": percentile(s, 90), "p99": percentile(s, 99), "min": min(s), "max": max(s)}
+
+
+def interleave(contenders: dict[str, Callable[[], float | list[float]]], rounds: int,
+               warmup: int = 1) -> dict[str, list[float]]:
+    """Call each contender once per round, in turn (A B A B ...), after `warmup` unrecorded
+    rounds. A contender returns one sample or a list of samples."""
+    out: dict[str, list[float]] = {k: [] for k in contenders}
+    for r in range(warmup + rounds):
+        for name, fn in contenders.items():
+            got = fn()
+            if r >= warmup:
+                out[name].extend(got if isinstance(got, list) else [got])
+    return out
+
+
+@dataclass
+class BenchResult:
+    """Raw samples per series, their summaries, ratios against the peer, and goals."""
+
+    name: str
+    unit: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    series: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
+    goals: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    def add_series(self, key: str, samples: list[float], unit: str | None = None,
+                   **extra: Any) -> dict[str, Any]:
+        entry = {"unit": unit or self.unit, "samples": list(samples), **summarize(samples), **extra}
+        self.series[key] = entry
+        return entry
+
+    def median(self, key: str) -> float:
+        return self.series[key]["median"]
+
+    def add_ratio(self, key: str, numerator: str, denominator: str, stat: str = "median") -> float:
+        r = self.series[numerator][stat] / self.series[denominator][stat]
+        self.ratios[key] = r
+        return r
+
+    def add_goal(self, what: str, value: float, op: str, target: float) -> bool:
+        met = {"<=": value <= target, ">=": value >= target, "<": value < target,
+               ">": value > target}[op]
+        self.goals.append({"goal": f"{what} {op} {target}", "value": value, "met": met})
+        return met
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bench": self.name, "unit": self.unit, "started": self.started,
+            "host": {"kernel": platform.release(), "python": platform.python_version(),
+                     "cpus": cpus()},
+            "params": self.params, "series": self.series, "ratios": self.ratios,
+            "goals": self.goals, "notes": self.notes,
+        }
+
+    def write_json(self, path: str) -> None:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+
+
+def default_plot(result: BenchResult, path: str) -> None:
+    """Bars of each series' median with p90 whiskers."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(result.series)
+    med = [result.series[k].get("median", 0) for k in keys]
+    p90 = [result.series[k].get("p90", 0) for k in keys]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(keys) + 2), 4.5))
+    ax.bar(range(len(keys)), med, yerr=[[0] * len(keys), [max(0, b - a) for a, b in zip(med, p90)]],
+           capsize=4, color="#3b75af")
+    ax.set_xticks(range(len(keys)), keys, rotation=30, ha="right")
+    ax.set_ylabel(result.unit or "value")
+    ax.set_title(f"fastpath bench {result.name} (median, p90 whisker)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Shared memory between local processes: memfd regions, sealed and mapped MAP_SHARED."""
