@@ -21,6 +21,7 @@ from fastpath.errors import FastpathError
 # simply not listed by `fastpath --help` (find_spec does not run the module).
 COMMAND_MODULES = (
     "fastpath.podnet.commands",
+    "fastpath.trace.commands",
     "fastpath.bgp.commands",
     "fastpath.cni.commands",
     "fastpath.sockredir.commands",
