@@ -12,8 +12,9 @@ def register(sub) -> None:
     p = sub.add_parser("up", help="build the demo cluster: an underlay, N nodes, M pods per node")
     p.add_argument("--nodes", type=int, default=2, help="node namespaces (default 2)")
     p.add_argument("--pods", type=int, default=2, help="pods per node (default 2)")
-    p.add_argument("--routing", default=None, help="cross-node routing backend (default: %(default)s "
-                   "means the built-in default; static|bgp)")
+    p.add_argument("--routing", default=None, metavar="BACKEND",
+                   help="cross-node routing backend: static, or bgp when installed "
+                        "(default: fastpath.podnet.routing.DEFAULT)")
     p.add_argument("--underlay", default=None, help="underlay CIDR (default 10.255.0.0/24)")
     p.add_argument("--pod-supernet", default=None, help="pod CIDRs come from here, a /24 per node "
                    "(default 10.244.0.0/16)")
