@@ -43,7 +43,12 @@ class BirdRejected(ConfigError):
 
 
 def bird_binary() -> str:
-    path = shutil.which("bird") or ("/usr/sbin/bird" if os.access("/usr/sbin/bird", os.X_OK) else None)
+    """The bird executable: FASTPATH_BIRD if set, else `bird` on PATH or in /usr/sbin."""
+    override = os.environ.get("FASTPATH_BIRD")
+    if override:
+        path = override if os.access(override, os.X_OK) else None
+    else:
+        path = shutil.which("bird") or ("/usr/sbin/bird" if os.access("/usr/sbin/bird", os.X_OK) else None)
     if not path:
         raise MissingDependency("bird is not installed: the BGP routing mode runs BIRD 2 on "
                                 "every node", op="find bird",
@@ -237,8 +242,19 @@ def stop(node: str, remove_files: bool = True) -> bool:
     return pid is not None
 
 
+def _alive(pid: int) -> bool:
+    """Whether pid runs (a zombie does not: BIRD daemonizes, so its parent is whatever
+    reaps orphans here, and a zombie may linger until that reaper runs)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def kill_pid(pid: int, paths: BirdPaths | None) -> None:
-    check = (lambda: _is_our_bird(pid, paths)) if paths else (lambda: os.path.exists(f"/proc/{pid}"))
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns once the process is gone."""
+    check = (lambda: _is_our_bird(pid, paths)) if paths else (lambda: _alive(pid))
     for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
         try:
             os.kill(pid, sig)
