@@ -187,7 +187,7 @@ class Builder:
             cidr = plan.node_pod_cidr(ipaddress.ip_network(c.pod_supernet), k)
         else:
             cidr = plan.parse_net("pod CIDR", pod_cidr)
-        plan.check_overlaps(u, {**{n.name: ipaddress.ip_network(n.pod_cidr) for n in c.nodes}, name: cidr})
+        plan.check_new_cidr(name, cidr, u, {n.name: ipaddress.ip_network(n.pod_cidr) for n in c.nodes})
         used_ips = {n.underlay_ip for n in c.nodes}
         k = idx
         while str(plan.underlay_ip(u, k)) in used_ips:
