@@ -16,6 +16,11 @@ each node netns, polled every POLL_S): a route in BIRD is not yet a route the pa
 see. The poll costs ~5 ms per node on this 2-CPU VM, which bounds the resolution.
 The topology is fastpath.bgp.testbed (bridge underlay, a stand-in pod address per
 node): the same BGP path as the demo cluster without the pods, which BGP never sees.
+
+And the same as a user sees it on the demo cluster (fastpath.podnet, one pod per node):
+- cluster up:  the whole `fastpath up --nodes N --pods 1` (netns, veths, pods, then
+               BIRD), which returns once every node routes every other node's CIDR;
+- cluster add: the whole `fastpath node add` on that cluster, likewise.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ TIMEOUT_S = 30.0
 def add_arguments(p) -> None:
     p.add_argument("--sizes", default="2,4,8", help="node counts (default 2,4,8)")
     p.add_argument("--no-cut", action="store_true", help="skip the link-cut (hold timer) case")
+    p.add_argument("--no-cluster", action="store_true",
+                   help="skip the full demo-cluster runs (fastpath up / node add)")
 
 
 def _wait(pred, timeout=TIMEOUT_S) -> float:
@@ -92,6 +99,28 @@ def _one(n: int, reflector: bool, cut: bool) -> dict[str, float]:
         testbed.destroy(nodes)
 
 
+def _cluster(n: int, reflector: bool) -> dict[str, float]:
+    """`fastpath up` and `fastpath node add` on the demo cluster, timed end to end (each
+    returns only once BGP has converged everywhere), then `fastpath down`'s sweep."""
+    from fastpath.bgp import speakers, store
+    from fastpath.cleanup import sweep_all
+    from fastpath.podnet.build import Builder
+
+    try:
+        with Builder() as b:
+            t0 = time.monotonic()
+            b.up(nodes=n, pods=1, routing_name="bgp",
+                 routing_options={"route_reflector": "node1" if reflector else None})
+            up = time.monotonic() - t0
+            t0 = time.monotonic()
+            b.add_node()
+            add = time.monotonic() - t0
+        speakers.wait_converged(store.load(), 1.0)  # what `up`/`add` promised
+        return {"cluster up": up, "cluster add": add}
+    finally:
+        sweep_all()
+
+
 def run(args) -> BenchResult:
     from fastpath.bgp.model import Timers
 
@@ -109,9 +138,13 @@ def run(args) -> BenchResult:
         for n in sizes:
             for mode in ("mesh", "rr"):
                 got = _one(n, mode == "rr", cut)
+                if not args.no_cluster:
+                    got.update(_cluster(n, mode == "rr"))
                 for k, v in got.items():
                     samples.setdefault(f"{k} {mode} n={n}", []).append(v)
-    for key in sorted(samples, key=lambda k: (k.split()[0], int(k.split("=")[1]), k.split()[1])):
+    order = ("up", "add", "kill", "cut", "cluster up", "cluster add")
+    for key in sorted(samples, key=lambda k: (order.index(k.rsplit(" ", 2)[0]), int(k.split("=")[1]),
+                                             k.rsplit(" ", 2)[1])):
         res.add_series(key, samples[key])
     for n in sizes:
         for phase in ("up", "add"):
@@ -131,11 +164,15 @@ def plot(result: BenchResult, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    phases = [p for p in ("up", "add", "kill", "cut")
-              if any(k.startswith(p + " ") for k in result.series)]
+    phases = [p for p in ("up", "add", "kill", "cut", "cluster up", "cluster add")
+              if any(k.rsplit(" ", 2)[0] == p for k in result.series)]
     sizes = result.params["sizes"]
-    fig, axes = plt.subplots(1, len(phases), figsize=(4 * len(phases), 4), squeeze=False)
-    for ax, phase in zip(axes[0], phases):
+    cols = min(3, len(phases))
+    rows = (len(phases) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(phases):]:
+        ax.set_visible(False)
+    for ax, phase in zip(axes.flat, phases):
         for mode, color in (("mesh", "#3b75af"), ("rr", "#e0823d")):
             med = [result.series[f"{phase} {mode} n={n}"]["median"] for n in sizes]
             lo = [result.series[f"{phase} {mode} n={n}"]["min"] for n in sizes]
