@@ -62,3 +62,54 @@ def test_error_reply_raises_birds_message():
     assert not r.ok and r.message() == "syntax error, unexpected CF_SYM_UNDEFINED"
     with pytest.raises(BirdError, match="syntax error"):
         parse_protocols(r)
+
+
+def serve(sock_path, replies):
+    """A stand-in BIRD on a real Unix socket: greets, then answers each command line
+    with the next canned reply (raw BIRD lines)."""
+    import socket
+    import threading
+
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(sock_path))
+    srv.listen(1)
+
+    def run():
+        conn, _ = srv.accept()
+        with conn:
+            conn.sendall(b"0001 BIRD 2.0.12 ready.\n")
+            f = conn.makefile("rb")
+            for r in replies:
+                if not f.readline():
+                    return
+                # in small pieces: the client must reassemble lines across reads
+                data = r.encode()
+                for i in range(0, len(data), 7):
+                    conn.sendall(data[i:i + 7])
+        srv.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_client_over_a_unix_socket(tmp_path):
+    from fastpath.bgp.control import BirdControl
+
+    captured = (DATA / "protocols_all_established.txt").read_text().split("\n", 1)[1]
+    t = serve(tmp_path / "b.ctl", [captured, "9001 syntax error, unexpected CF_SYM_UNDEFINED\n"])
+    with BirdControl(str(tmp_path / "b.ctl")) as ctl:
+        assert ctl.greeting.message() == "BIRD 2.0.12 ready."
+        protos = ctl.protocols()
+        assert [p.name for p in protos] == ["device1", "fp_block", "fp_kernel", "fp_peer_x"]
+        with pytest.raises(BirdError, match="syntax error"):
+            ctl.check("bogus")
+    t.join(2)
+
+
+def test_client_names_a_missing_bird(tmp_path):
+    from fastpath.bgp.control import BirdControl
+    from fastpath.errors import KernelError
+
+    with pytest.raises(KernelError, match="BIRD is not running"):
+        BirdControl(str(tmp_path / "none.ctl"))

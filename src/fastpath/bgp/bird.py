@@ -99,7 +99,7 @@ def check_config(text: str, paths: BirdPaths) -> None:
     """Parse `text` with BIRD itself (`bird -p`), without any running BIRD seeing it.
     Raises BirdRejected with BIRD's message."""
     paths.conf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cand = paths.conf.with_suffix(".conf.check")
+    cand = paths.conf.with_suffix(f".conf.check.{os.getpid()}")
     cand.write_text(text)
     try:
         p = subprocess.run([bird_binary(), "-p", "-c", str(cand)], capture_output=True,

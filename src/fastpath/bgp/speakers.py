@@ -12,7 +12,10 @@ config.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -39,10 +42,29 @@ def render_all(mesh: Mesh) -> dict[str, str]:
     return {n.name: render(mesh, n.name, str(bird.BirdPaths.of(n.name).log)) for n in mesh.nodes}
 
 
+@contextlib.contextmanager
+def _locked():
+    """One writer of the instance's BIRDs at a time (two `node add` at once would each
+    render a mesh without the other's node): flock(2) on a file in the BIRD directory."""
+    d = bird.bgp_dir()
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def apply(mesh: Mesh, previous: Mesh | None = None) -> ApplyReport:
     """Make the running BIRDs match `mesh`. `previous` defaults to the stored mesh."""
     validate(mesh)
     bird.bird_binary()
+    with _locked():
+        return _apply(mesh, previous)
+
+
+def _apply(mesh: Mesh, previous: Mesh | None) -> ApplyReport:
     if previous is None:
         previous = store.load()
     texts = render_all(mesh)
