@@ -102,6 +102,8 @@ def test_route_reflector_and_refusals(fastpath, cluster, instance, state_dir):
     s = sessions(fastpath)
     assert set(s) == {("node1", "node2"), ("node1", "node3"), ("node2", "node1"), ("node3", "node1")}
     fastpath("check")
+    assert fastpath("bgp", "config", "node1").stdout.count("rr client;") == 2
+    assert "rr client" not in fastpath("bgp", "config", "node2").stdout
     fastpath("node", "add")
     assert ("node4", "node1") in sessions(fastpath) and ("node4", "node2") not in sessions(fastpath)
     fastpath("check")
