@@ -12,8 +12,8 @@ def register(sub) -> None:
     p = sub.add_parser("up", help="build the demo cluster: an underlay, N nodes, M pods per node")
     p.add_argument("--nodes", type=int, default=2, help="node namespaces (default 2)")
     p.add_argument("--pods", type=int, default=2, help="pods per node (default 2)")
-    p.add_argument("--routing", default=None, help="cross-node routing backend: bgp (BIRD on "
-                   "every node, the default) or static")
+    p.add_argument("--routing", default=None, metavar="BACKEND",
+                   help="cross-node routing backend: bgp (BIRD on every node, the default) or static")
     p.add_argument("--route-reflector", metavar="NODE", default=None,
                    help="bgp: NODE reflects routes, the others peer only with it (default: full mesh)")
     p.add_argument("--bgp-hold", metavar="SECONDS", type=int, default=None,
@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("check", help="every pod reaches every other pod by ICMP and TCP")
-    p.add_argument("--timeout", type=float, default=2.0, help="per probe, seconds (default 2)")
+    p.add_argument("--timeout", type=float, default=1.0, help="per probe, seconds (default 1)")
     add_json_flag(p)
     p.set_defaults(func=cmd_check)
 
@@ -70,7 +70,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_node_del)
 
 
-def _tables(c, routes: dict | None = None):
+def _tables(c, routes: dict | None = None, health: dict | None = None):
     from rich.console import Group
     from fastpath.output import table
     parts = [table(f"nodes (underlay {c.underlay} on bridge in {c.underlay_netns}, routing {c.routing})",
@@ -95,6 +95,10 @@ def _tables(c, routes: dict | None = None):
         if sessions:
             parts.append(table("BGP sessions", ["node", "peer", "state", "uptime", "received",
                                                 "exported", "last error"], sessions))
+    if health is not None:
+        probs = [f"node {k}: {x}" for k, v in health["nodes"].items() for x in v]
+        probs += [f"pod {k}: {x}" for k, v in health["pods"].items() for x in v]
+        parts += [f"[red]PROBLEM[/] {x}" for x in probs] or ["[green]every node and pod is wired as planned[/]"]
     return Group(*parts)
 
 
@@ -105,10 +109,12 @@ def _uptime(s: float | None) -> str | None:
     return f"{s // 3600}h{s // 60 % 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def _cluster_data(c, routes: dict | None) -> dict:
+def _cluster_data(c, routes: dict | None, health: dict | None = None) -> dict:
     d = c.to_dict()
     if routes is not None:
         d["routes"] = routes
+    if health is not None:
+        d["health"] = health
     return d
 
 
@@ -150,10 +156,11 @@ def cmd_down(args) -> int:
 
 def cmd_status(args) -> int:
     from fastpath.output import emit
-    from fastpath.podnet import cluster, routing
+    from fastpath.podnet import cluster, health, routing
     c = cluster.require()
     routes = routing.get(c.routing).status(c)
-    emit(args, _cluster_data(c, routes), lambda d: _tables(c, routes))
+    h = health.inspect_cluster(c)
+    emit(args, _cluster_data(c, routes, h), lambda d: _tables(c, routes, h))
     return 0
 
 
