@@ -3,7 +3,8 @@ aggregate and installs the others' routes. See model (the mesh, validation), con
 (bird.conf rendering), control (the control socket), bird (processes), speakers (the
 cluster's BIRDs as a whole), routing (the `bgp` backend of the demo cluster).
 
-For other packages (fastpath trace):
+For fastpath trace: BgpRouting.explain_missing_route (the routing-backend seam trace
+calls when a node has no route to a pod), and directly:
     route_cause(src_node, dst_node) -> str | None   one-line BGP cause of a missing route
     session_down(node, peer) -> bool                 is node's BGP session to peer down
 """

@@ -78,6 +78,18 @@ class BgpRouting:
             return
         speakers.apply(mesh, previous=old)
 
+    def explain_missing_route(self, cluster, node, peer, dst) -> str | None:
+        """For `fastpath trace` (fastpath.trace.endpoints): why `node` has no route to `dst`
+        in `peer`'s pod CIDR, when BGP is the reason (a session on the path down, a BIRD
+        not running); None when every session on the path is up."""
+        from fastpath.errors import FastpathError
+        if peer is None or peer.name == node.name:
+            return None
+        try:
+            return speakers.route_cause(node.name, peer.name)
+        except FastpathError:
+            return None
+
     def teardown(self, cluster) -> None:
         speakers.stop_all()
 
