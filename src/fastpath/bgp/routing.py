@@ -38,6 +38,7 @@ class BgpRouting:
         if bgp_hold is not None:
             # keepalive a third of the hold time, as RFC 4271 10 suggests
             t = Timers(hold=bgp_hold, keepalive=max(1, bgp_hold // 3))
+        t.validate()  # before `up` makes anything
         self.timers = t
 
     def _stored(self, cluster) -> Mesh:
