@@ -113,3 +113,13 @@ def test_client_names_a_missing_bird(tmp_path):
 
     with pytest.raises(KernelError, match="BIRD is not running"):
         BirdControl(str(tmp_path / "none.ctl"))
+
+
+def test_hold_timer_expired():
+    # captured from node1 3.3 s after node2's underlay link went down
+    (p,) = parse_protocols(reply("protocol_hold_expired.txt"))
+    assert p.name == "fp_peer_node2" and p.state == "start"
+    assert p.bgp_state == "Idle" and not p.established
+    assert p.info.endswith("BGP Error: Hold timer expired")
+    assert p.last_error == "BGP Error: Hold timer expired"
+    assert p.since == datetime(2026, 11, 22, 11, 29, 33, 160000)
