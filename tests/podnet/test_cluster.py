@@ -22,6 +22,18 @@ def _ours() -> list[str]:
     return [n for n in netns.list_names() if naming.owned(n)]
 
 
+def _root_view() -> tuple[str, str]:
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    routes = subprocess.run(["ip", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    return (sorted(ln.split(":")[1].strip() for ln in links.splitlines()), routes)
+
+
+def test_up_leaves_the_root_netns_alone(down):
+    before = _root_view()
+    run_fastpath("up")
+    assert _root_view() == before
+
+
 def test_up_check_down(cluster, instance):
     assert [n["name"] for n in cluster["nodes"]] == ["node1", "node2"]
     assert [p["ip"] for p in cluster["pods"]] == ["10.244.1.2", "10.244.1.3", "10.244.2.2", "10.244.2.3"]
