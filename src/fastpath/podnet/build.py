@@ -94,10 +94,11 @@ class Builder:
 
     def up(self, *, nodes: int = 2, pods: int = 2, routing_name: str | None = None,
            underlay: str = plan.DEFAULT_UNDERLAY,
-           pod_supernet: str = plan.DEFAULT_POD_SUPERNET) -> tuple[cl.Cluster, bool]:
+           pod_supernet: str = plan.DEFAULT_POD_SUPERNET,
+           routing_options: dict | None = None) -> tuple[cl.Cluster, bool]:
         """Build the cluster; (cluster, False) without change when one exists already."""
         p = plan.plan_cluster(nodes, pods, underlay=underlay, pod_supernet=pod_supernet)
-        backend = routing.get(routing_name)
+        backend = routing.get(routing_name, **(routing_options or {}))
         under_ns = naming.name("underlay")
         bridge = naming.link_name("underlay", "bridge")
         if not cl.insert_cluster(self.conn, underlay=str(p.underlay), underlay_netns=under_ns,
@@ -216,6 +217,9 @@ class Builder:
     def del_node(self, name: str) -> list[str]:
         c = cl.require(self.conn)
         node = c.node(name)
+        check = getattr(routing.get(c.routing), "check_node_removal", None)
+        if check is not None:  # e.g. bgp refuses to remove the route reflector
+            check(c, node)
         removed = []
         for p in c.pods_on(name):
             self.del_pod(p.name)

@@ -13,8 +13,11 @@ def register(sub) -> None:
     p.add_argument("--nodes", type=int, default=2, help="node namespaces (default 2)")
     p.add_argument("--pods", type=int, default=2, help="pods per node (default 2)")
     p.add_argument("--routing", default=None, metavar="BACKEND",
-                   help="cross-node routing backend: static, or bgp when installed "
-                        "(default: fastpath.podnet.routing.DEFAULT)")
+                   help="cross-node routing backend: bgp (BIRD on every node, the default) or static")
+    p.add_argument("--route-reflector", metavar="NODE", default=None,
+                   help="bgp: NODE reflects routes, the others peer only with it (default: full mesh)")
+    p.add_argument("--bgp-hold", metavar="SECONDS", type=int, default=None,
+                   help="bgp: hold time, 0 or >= 3 (default 3; keepalive is a third of it)")
     p.add_argument("--underlay", default=None, help="underlay CIDR (default 10.255.0.0/24)")
     p.add_argument("--pod-supernet", default=None, help="pod CIDRs come from here, a /24 per node "
                    "(default 10.244.0.0/16)")
@@ -86,11 +89,24 @@ def _tables(c, routes: dict | None = None, health: dict | None = None):
                 dst, via = r.split(" via ")
                 rows.append((n.name, dst, f"via {via}", c.routing + (" MISSING" if r in st.get("missing", []) else "")))
         parts.append(table("routes", ["node", "destination", "next hop", "kind"], rows))
+        sessions = [(n.name, s["peer"], s["state"], _uptime(s.get("uptime_s")), s.get("imported"),
+                     s.get("exported"), s.get("last_error") or "")
+                    for n in c.nodes for s in routes.get(n.name, {}).get("sessions", [])]
+        if sessions:
+            parts.append(table("BGP sessions", ["node", "peer", "state", "uptime", "received",
+                                                "exported", "last error"], sessions))
     if health is not None:
         probs = [f"node {k}: {x}" for k, v in health["nodes"].items() for x in v]
         probs += [f"pod {k}: {x}" for k, v in health["pods"].items() for x in v]
         parts += [f"[red]PROBLEM[/] {x}" for x in probs] or ["[green]every node and pod is wired as planned[/]"]
     return Group(*parts)
+
+
+def _uptime(s: float | None) -> str | None:
+    if s is None:
+        return None
+    s = int(s)
+    return f"{s // 3600}h{s // 60 % 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def _cluster_data(c, routes: dict | None, health: dict | None = None) -> dict:
@@ -109,7 +125,9 @@ def cmd_up(args) -> int:
     with Builder() as b:
         c, made = b.up(nodes=args.nodes, pods=args.pods, routing_name=args.routing,
                        underlay=args.underlay or plan.DEFAULT_UNDERLAY,
-                       pod_supernet=args.pod_supernet or plan.DEFAULT_POD_SUPERNET)
+                       pod_supernet=args.pod_supernet or plan.DEFAULT_POD_SUPERNET,
+                       routing_options={"route_reflector": args.route_reflector,
+                                        "bgp_hold": args.bgp_hold})
     if not made:
         msg = (f"a cluster exists already in scope {c.scope}* ({len(c.nodes)} nodes, {len(c.pods)} pods, "
                f"{c.phase}): nothing changed; `fastpath down` removes it")

@@ -33,7 +33,7 @@ _BACKENDS: dict[str, str] = {
     "static": "fastpath.podnet.routing:StaticRouting",
     "bgp": "fastpath.bgp.routing:BgpRouting",
 }
-DEFAULT = "static"
+DEFAULT = "bgp"
 
 
 class RoutingBackend(Protocol):
@@ -63,12 +63,20 @@ def available() -> list[str]:
     return out
 
 
-def get(name: str | None = None) -> RoutingBackend:
+def get(name: str | None = None, **options) -> RoutingBackend:
+    """The backend `name`; `options` (e.g. route_reflector= for bgp) go to its constructor."""
     name = name or DEFAULT
     if name not in available():
         raise UsageError(f"unknown routing backend {name!r} (available: {', '.join(available())})")
     mod, cls = _BACKENDS[name].split(":")
-    return getattr(importlib.import_module(mod), cls)()
+    options = {k: v for k, v in options.items() if v is not None}
+    try:
+        return getattr(importlib.import_module(mod), cls)(**options)
+    except TypeError:
+        if not options:
+            raise
+        raise UsageError(f"routing {name} takes no option "
+                         f"{', '.join('--' + k.replace('_', '-') for k in options)}") from None
 
 
 def expected_routes(cluster, node) -> list[tuple[str, str]]:

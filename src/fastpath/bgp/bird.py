@@ -1,0 +1,271 @@
+"""One BIRD daemon per node: start it inside the node's network namespace, stop it, check
+it, reconfigure it in place. The syscall/process edge of fastpath.bgp.
+
+Facts this relies on (BIRD 2.0.12, sysdep/unix/main.c):
+- `bird -c CONF -s SOCK -P PIDFILE` parses CONF, opens the control socket, then
+  daemonizes; the parent exits 0 only after the config parsed, and the child writes
+  PIDFILE. A config error makes the parent exit non-zero with BIRD's message on stderr.
+- `bird -p -c CONF` parses CONF and exits: the check we run before touching anything.
+- `configure` on the control socket re-reads the config file BIRD was started with and
+  applies the difference: protocols whose config did not change keep running, a changed
+  filter only refeeds routes (no session reset). A config BIRD rejects leaves the
+  running one in place and BIRD answers with the file:line and reason.
+- BIRD stays in the network namespace it was started in: we enter the node's netns with
+  setns(2) in the child before exec (ctypes: os.setns arrived only in Python 3.12).
+
+Files of a node live in `<state dir>/bgp/<scope>/<node>.{conf,ctl,pid,log}`; a Unix
+socket path must fit sun_path (108 bytes with the NUL), checked up front.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastpath import naming, state
+from fastpath.errors import ConfigError, FastpathError, KernelError, MissingDependency
+
+CLONE_NEWNET = 0x40000000
+SUN_PATH_MAX = 107
+START_TIMEOUT = 5.0
+STOP_TIMEOUT = 3.0
+
+
+class BirdRejected(ConfigError):
+    """BIRD refused a configuration; the message is BIRD's own (file:line: reason)."""
+
+
+def bird_binary() -> str:
+    """The bird executable: FASTPATH_BIRD if set, else `bird` on PATH or in /usr/sbin."""
+    override = os.environ.get("FASTPATH_BIRD")
+    if override:
+        path = override if os.access(override, os.X_OK) else None
+    else:
+        path = shutil.which("bird") or ("/usr/sbin/bird" if os.access("/usr/sbin/bird", os.X_OK) else None)
+    if not path:
+        raise MissingDependency("bird is not installed: the BGP routing mode runs BIRD 2 on "
+                                "every node", op="find bird",
+                                hint="apt-get install bird2, or use --routing static")
+    return path
+
+
+def bgp_dir() -> Path:
+    """This instance's directory of BIRD files."""
+    return state.state_dir() / "bgp" / naming.scope().rstrip("-")
+
+
+@dataclass(frozen=True)
+class BirdPaths:
+    conf: Path
+    ctl: Path
+    pid: Path
+    log: Path
+
+    @classmethod
+    def of(cls, node: str) -> "BirdPaths":
+        d = bgp_dir()
+        p = cls(d / f"{node}.conf", d / f"{node}.ctl", d / f"{node}.pid", d / f"{node}.log")
+        if len(os.fsencode(str(p.ctl))) > SUN_PATH_MAX:
+            raise ConfigError(f"control socket path {p.ctl} is longer than a Unix socket "
+                              f"allows ({SUN_PATH_MAX} bytes)", where="FASTPATH_STATE_DIR",
+                              hint="use a shorter state directory")
+        return p
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _enter_netns(fd: int) -> None:
+    """In the forked child: join the node's network namespace (setns(2))."""
+    if _libc().setns(fd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        os.write(2, f"setns: {os.strerror(e)}\n".encode())
+        os._exit(126)
+
+
+def netns_path(netns: str) -> str:
+    return f"/run/netns/{netns}"
+
+
+def check_config(text: str, paths: BirdPaths) -> None:
+    """Parse `text` with BIRD itself (`bird -p`), without any running BIRD seeing it.
+    Raises BirdRejected with BIRD's message."""
+    paths.conf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cand = paths.conf.with_suffix(f".conf.check.{os.getpid()}")
+    cand.write_text(text)
+    try:
+        p = subprocess.run([bird_binary(), "-p", "-c", str(cand)], capture_output=True,
+                           text=True, timeout=10)
+    finally:
+        cand.unlink(missing_ok=True)
+    if p.returncode != 0:
+        msg = (p.stderr.strip() or p.stdout.strip() or f"exit {p.returncode}")
+        msg = msg.replace(str(cand), str(paths.conf))
+        raise BirdRejected(msg.splitlines()[-1], where=f"bird config {paths.conf.name}")
+
+
+def read_pid(paths: BirdPaths) -> int | None:
+    try:
+        return int(paths.pid.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _is_our_bird(pid: int, paths: BirdPaths) -> bool:
+    """Whether pid is a live BIRD serving this node's control socket (pids are reused)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            st = f.read().rsplit(b")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    if st == b"Z":
+        return False
+    return bool(argv) and os.path.basename(argv[0]) == b"bird" and os.fsencode(str(paths.ctl)) in argv
+
+
+def running_pid(node: str) -> int | None:
+    """The pid of the node's BIRD if it is running, else None."""
+    paths = BirdPaths.of(node)
+    pid = read_pid(paths)
+    return pid if pid and _is_our_bird(pid, paths) else None
+
+
+def start(node: str, netns: str, text: str) -> int:
+    """Write the node's config and start its BIRD in `netns`; returns the pid.
+
+    The config is checked (bird -p) before it is written; if the node's BIRD already
+    runs, this is an error (use reconfigure)."""
+    paths = BirdPaths.of(node)
+    binary = bird_binary()
+    if running_pid(node):
+        raise FastpathError(f"BIRD of node {node!r} is already running", op=f"start bird {node}")
+    check_config(text, paths)
+    paths.conf.write_text(text)
+    for stale in (paths.ctl, paths.pid):
+        stale.unlink(missing_ok=True)
+    try:
+        fd = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise KernelError.from_oserror(f"open netns {netns} for BIRD of node {node}", e) from e
+    try:
+        p = subprocess.run([binary, "-c", str(paths.conf), "-s", str(paths.ctl), "-P", str(paths.pid)],
+                           capture_output=True, text=True, timeout=START_TIMEOUT,
+                           preexec_fn=lambda: _enter_netns(fd), pass_fds=(fd,))
+    finally:
+        os.close(fd)
+    if p.returncode != 0:
+        msg = (p.stderr.strip() or p.stdout.strip() or f"exit {p.returncode}").splitlines()[-1]
+        raise BirdRejected(msg, where=f"start bird of node {node}")
+    # The daemon writes its pid file just after the parent exits.
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        pid = running_pid(node)
+        if pid and paths.ctl.exists():
+            return pid
+        time.sleep(0.01)
+    raise FastpathError(f"BIRD of node {node!r} did not come up within {START_TIMEOUT}s "
+                        f"(see {paths.log})", op=f"start bird {node}")
+
+
+def reconfigure(node: str, text: str) -> str:
+    """Apply `text` to the node's running BIRD in place; returns BIRD's answer
+    ("Reconfigured", "Nothing to do", ...).
+
+    Order: BIRD parses the candidate (`bird -p`); only then does it replace the config
+    file and is BIRD told to `configure`. If BIRD still refuses, the previous file is put
+    back, BIRD keeps running the previous config, and BirdRejected carries its message."""
+    from fastpath.bgp.control import BirdControl
+
+    paths = BirdPaths.of(node)
+    if not running_pid(node):
+        raise FastpathError(f"BIRD of node {node!r} is not running", op=f"reconfigure bird {node}")
+    check_config(text, paths)
+    prev = paths.conf.read_text() if paths.conf.exists() else None
+    if prev == text:
+        return "Nothing to do"
+    tmp = paths.conf.with_suffix(".conf.new")
+    tmp.write_text(text)
+    os.replace(tmp, paths.conf)
+    with BirdControl(str(paths.ctl)) as ctl:
+        reply = ctl.command("configure")
+    if not reply.ok:
+        if prev is not None:
+            tmp.write_text(prev)
+            os.replace(tmp, paths.conf)
+        raise BirdRejected(reply.message(), where=f"reconfigure bird of node {node}")
+    return reply.message()
+
+
+def _wait_gone(pid: int, paths: BirdPaths, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _is_our_bird(pid, paths):
+            return True
+        time.sleep(0.01)
+    return not _is_our_bird(pid, paths)
+
+
+def signal_bird(node: str, sig: int) -> int | None:
+    """Send `sig` to the node's BIRD (SIGKILL is the fault injection of the tests)."""
+    pid = running_pid(node)
+    if pid:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return None
+    return pid
+
+
+def stop(node: str, remove_files: bool = True) -> bool:
+    """Stop the node's BIRD (SIGTERM: it closes its sessions with a Cease notification and
+    withdraws its kernel routes; SIGKILL after STOP_TIMEOUT). Returns whether one ran."""
+    paths = BirdPaths.of(node)
+    pid = running_pid(node)
+    if pid:
+        kill_pid(pid, paths)
+    if remove_files:
+        for f in (paths.ctl, paths.pid, paths.conf, paths.log):
+            f.unlink(missing_ok=True)
+    else:
+        paths.ctl.unlink(missing_ok=True)
+        paths.pid.unlink(missing_ok=True)
+    return pid is not None
+
+
+def _alive(pid: int) -> bool:
+    """Whether pid runs (a zombie does not: BIRD daemonizes, so its parent is whatever
+    reaps orphans here, and a zombie may linger until that reaper runs)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def kill_pid(pid: int, paths: BirdPaths | None) -> None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns once the process is gone."""
+    check = (lambda: _is_our_bird(pid, paths)) if paths else (lambda: _alive(pid))
+    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        except OSError as e:
+            if e.errno != errno.ESRCH:
+                raise KernelError.from_oserror(f"kill bird {pid}", e) from e
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not check():
+                return
+            time.sleep(0.01)
