@@ -138,6 +138,7 @@ class Verdict:
         return {"verdict": self.verdict, "table": self.table, "chain": self.chain,
                 "rule": self.rule.text if self.rule else None,
                 "rule_index": self.rule.index if self.rule else None,
+                "rule_chain": self.rule.chain if self.rule else None,
                 "by_policy": self.by_policy, "trail": self.trail, "notes": self.notes,
                 "why": self.explain()}
 

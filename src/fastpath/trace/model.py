@@ -115,8 +115,22 @@ class RouteAnswer:
             parts += ["iif", self.iif]
         return " ".join(parts)
 
+    def brief(self) -> str:
+        """The answer without what the query already says: `via G dev D` / `local`."""
+        if not self.ok:
+            return self.answer()
+        if self.type == "local":
+            return "local"
+        parts = [] if self.type in (None, "unicast") else [self.type]
+        if self.gateway:
+            parts += ["via", self.gateway]
+        if self.oif:
+            parts += ["dev", self.oif]
+        return " ".join(parts)
+
     def to_dict(self) -> dict:
-        return {"query": self.query(), "answer": self.answer(), "ok": self.ok,
+        return {"query": self.query(), "answer": self.answer(), "brief": self.brief(),
+                "ok": self.ok,
                 "type": self.type, "oif": self.oif, "gateway": self.gateway,
                 "prefsrc": self.prefsrc, "table": self.table, "errno": self.errno,
                 "error": self.error}

@@ -58,9 +58,11 @@ class Check:
     what: str                        # "link", "rp_filter", "forwarding", "neighbour"
     ok: bool
     detail: str
+    brief: str = ""                  # a few words for the table
 
     def to_dict(self) -> dict:
-        return {"what": self.what, "ok": self.ok, "detail": self.detail}
+        return {"what": self.what, "ok": self.ok, "detail": self.detail,
+                "brief": self.brief or self.detail}
 
 
 @dataclass
@@ -292,7 +294,8 @@ class PathWalk:
                                                 f"{self.label(ns)} on {ingress}: {rp.reason}")
             if not lk.forwarding and snap.owner(self.pkt.dst) is None:
                 hop.checks.append(Check("forwarding", False,
-                                        f"net.ipv4.conf.{ingress}.forwarding=0"))
+                                        f"net.ipv4.conf.{ingress}.forwarding=0",
+                                        "forwarding OFF"))
                 raise self._fail(FORWARDING_OFF, ns,
                                  f"IP forwarding is off in {self.label(ns)}: "
                                  f"net.ipv4.conf.{ingress}.forwarding=0 "
@@ -309,7 +312,8 @@ class PathWalk:
             hop.hooks.append(HookStep("routing", route.type, route.answer()))
             raise self._fail(NO_ROUTE, ns, f"no route to {self.pkt.dst} in {self.label(ns)}: "
                                            f"the route is of type {route.type}")
-        hop.checks.append(Check("forwarding", True, f"net.ipv4.conf.{ingress}.forwarding=1"))
+        hop.checks.append(Check("forwarding", True, f"net.ipv4.conf.{ingress}.forwarding=1",
+                                "forwarding on"))
         hop.hooks.append(HookStep("routing", "forward", route.answer()))
         self._hooks(hop, "FORWARD", snap, in_iface=ingress, out_iface=route.oif)
         self._hooks(hop, "POSTROUTING", snap, out_iface=route.oif)
@@ -346,7 +350,8 @@ class PathWalk:
                 else None
         d = rpfilter.decide(src=self.pkt.src, ingress=ingress, all_value=snap.rp_filter_all,
                             iface_value=lk.rp_filter, reverse_oif=reverse_oif)
-        hop.checks.append(Check("rp_filter", d.passes, d.reason))
+        hop.checks.append(Check("rp_filter", d.passes, d.reason,
+                                f"rp_filter {d.mode_name}: {'pass' if d.passes else 'DROP'}"))
         return d
 
     def _no_route(self, snap: NetnsSnapshot, route: RouteAnswer) -> _Broken:
