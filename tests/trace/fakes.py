@@ -84,7 +84,7 @@ class FakeMachine:
         d = rpfilter.decide(src=src, ingress=iif, all_value=snap.rp_filter_all,
                             iface_value=snap.links[iif].rp_filter,
                             reverse_oif=back.dev if back else None)
-        return None if d.passes else errno.EXDEV
+        return None if d.passes else errno.EINVAL
 
     # -- building -----------------------------------------------------------------
     def netns(self, name, **kw) -> NetnsSnapshot:

@@ -50,4 +50,5 @@ def run(args) -> int:
         tr = path.walk(probe, src, dst, proto=args.proto, port=port, labels=w.labels,
                        nodes=w.nodes, explainers=w.explainers, reply=args.reply)
     emit(args, tr.to_dict(), render.render)
-    return 0 if tr.ok else 1
+    # Broken (a cause named) exits 1; a packet that leaves what trace can see is not.
+    return 1 if tr.broken_by is not None else 0

@@ -38,6 +38,12 @@ RP_FILTER = "rp-filter"
 FORWARDING_OFF = "forwarding-off"
 NEIGHBOUR = "neighbour"
 LOOP = "loop"
+MARTIAN = "martian"
+
+# The input route lookup refuses a source that fails validation (rp_filter among other
+# checks) with EINVAL on current kernels (the martian-source path of ip_route_input_slow)
+# and EXDEV on older ones; which check failed we decide ourselves (rpfilter.decide).
+_MARTIAN_ERRNOS = (_errno.EINVAL, _errno.EXDEV)
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,9 @@ class Trace:
             return self.cause.line
         if self.reply is not None and self.reply.cause:
             return f"the reply is dropped: {self.reply.cause.line}"
+        if not self.delivered:
+            return (f"{self.src.label} ({self.src.ip}) -> {self.dst.ip}: the packet leaves "
+                    f"the namespaces trace can see; nothing on the way drops it")
         return (f"delivered: {self.src.label} ({self.src.ip}) -> {self.dst.label} "
                 f"({self.dst.ip}) {self.proto}{'/' + str(self.port) if self.port else ''} "
                 f"in {len(self.hops)} hops")
@@ -289,9 +298,13 @@ class PathWalk:
         rp = self._rp_check(hop, snap, ingress)
         if not route.ok:
             hop.hooks.append(HookStep("routing", "refused", route.answer()))
-            if route.errno == _errno.EXDEV or not rp.passes:
+            if not rp.passes:
                 raise self._fail(RP_FILTER, ns, f"reverse-path filter drops it in "
                                                 f"{self.label(ns)} on {ingress}: {rp.reason}")
+            if route.errno in _MARTIAN_ERRNOS:
+                raise self._fail(MARTIAN, ns, f"{self.label(ns)} refuses the packet on "
+                                              f"{ingress} as a martian ({route.error}): a "
+                                              f"source it will not accept there")
             if not lk.forwarding and snap.owner(self.pkt.dst) is None:
                 hop.checks.append(Check("forwarding", False,
                                         f"net.ipv4.conf.{ingress}.forwarding=0",

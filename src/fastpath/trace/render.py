@@ -52,6 +52,10 @@ def render(tr: dict):
         parts.append(hop_table(reply))
     for n in tr["notes"] + (reply["notes"] if reply else []):
         parts.append(Text(f"note: {n}", style="yellow"))
-    style = "bold green" if tr["ok"] else "bold red"
-    parts.append(Text(("OK " if tr["ok"] else "BROKEN ") + tr["summary"], style=style))
+    if tr["ok"]:
+        parts.append(Text("OK " + tr["summary"], style="bold green"))
+    elif tr["cause"]:
+        parts.append(Text("BROKEN " + tr["summary"], style="bold red"))
+    else:
+        parts.append(Text("UNKNOWN " + tr["summary"], style="bold yellow"))
     return Group(*parts)

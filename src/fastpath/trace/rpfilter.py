@@ -8,8 +8,8 @@ __fib_validate_source):
   unless it leaves through the interface the packet came in on. 2 (loose): drop only when
   there is no route back to the source at all.
 - The check runs inside the input route lookup, after the forwarding check, so a dropped
-  packet never reaches PREROUTING's successors (INPUT/FORWARD); `ip route get ... iif`
-  answers EXDEV ("Invalid cross-device link") for it.
+  packet never reaches INPUT or FORWARD; `ip route get ... iif` refuses it as a martian
+  source: EINVAL on the kernels here (6.x), EXDEV on older ones.
 """
 
 from __future__ import annotations
