@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from fastpath.errors import NotFound
+from fastpath.errors import FastpathError, NotFound
 from fastpath.trace.model import Endpoint, Probe
 from fastpath.trace.path import MissingRoute, RouteExplainer
 
@@ -62,10 +62,11 @@ def world(cluster=None) -> World:
 
 
 def _routing_backend(cluster):
+    # An unavailable backend (its package not installed) only loses an explanation.
     try:
         from fastpath.podnet import routing
         return routing.get(getattr(cluster, "routing", None))
-    except Exception:  # noqa: BLE001 - an unavailable backend only loses an explanation
+    except (FastpathError, ImportError):
         return None
 
 

@@ -476,17 +476,15 @@ class PathWalk:
         if bridge is None or not bridge.admin_up:
             hop.checks.append(Check("link", False, f"bridge {bname} is down"))
             raise self._fail(LINK_DOWN, bsnap.name, f"link down: bridge {bname} in {where}")
-        for ns in self.probe.namespaces():
-            if ns == bsnap.name:
+        # Only what hangs off this bridge's ports can answer for the next hop: follow
+        # each port's veth to its far end and look for the address there.
+        for port_out in [lk for lk in bsnap.links.values() if lk.master == bname]:
+            far = self.probe.peer(bsnap.name, port_out.name)
+            if far is None or port_out.name == port_in.name:
                 continue
-            lk = self.probe.snapshot(ns).owner(nh)
-            if lk is None:
-                continue
-            peer = self.probe.peer(ns, lk.name)
-            if peer is None or peer[0] != bsnap.name:
-                continue
-            port_out = bsnap.links.get(peer[1])
-            if port_out is None or port_out.master != bname:
+            ns = far[0]
+            lk = self.probe.snapshot(ns).links.get(far[1])
+            if lk is None or not lk.owns(nh):
                 continue
             hop.egress = port_out.name
             hop.hooks.append(HookStep("bridge", "forward",

@@ -13,7 +13,7 @@ def _hooks(h: dict) -> str:
         if s["hook"] == "routing":
             out.append(f"route: {s['verdict']}")
         elif s["hook"] == "bridge":
-            out.append(f"bridge: {s['detail']}")
+            out.append(f"bridge {s['verdict']}")
         else:
             why = []
             for t in s["tables"]:
