@@ -11,7 +11,9 @@
   candidate namespace's /run/netns file.
 
 Decision: snapshots are taken once per trace and cached; a trace explains the state at
-the moment it ran.
+the moment it ran. Rules made with nft(8) directly (not through iptables-nft) are not in
+iptables-save's output and are not evaluated; neither are legacy x_tables rules, which
+iptables-save flags and the snapshot notes.
 """
 
 from __future__ import annotations
@@ -153,10 +155,16 @@ class LiveProbe:
                                  "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.all.proxy_arp"],
                          f"read sysctls of netns {netns}").split()
         rules = _run_in(netns, ["iptables-save"], f"iptables-save in netns {netns}")
+        notes = []
+        if "iptables-legacy tables present" in rules:
+            # iptables-nft prints this when rules were also loaded through the legacy
+            # x_tables interface: those run too, and trace does not evaluate them.
+            notes.append("iptables-legacy rules are loaded too; trace evaluates only the "
+                         "nf_tables ones (see iptables-legacy-save)")
         return NetnsSnapshot(name=netns, links={lk.name: lk for lk in by_index.values()},
                              ip_forward=int(values[0]), rp_filter_all=int(values[1]),
                              proxy_arp_all=int(values[2]),
-                             ruleset=iptables.parse(rules), neighbours=neigh)
+                             ruleset=iptables.parse(rules), neighbours=neigh, notes=notes)
 
     def route_get(self, netns: str, dst: str, *, src: str | None = None,
                   iif: str | None = None, oif: str | None = None) -> RouteAnswer:

@@ -55,6 +55,7 @@ class NetnsSnapshot:
     proxy_arp_all: int = 0               # net.ipv4.conf.all.proxy_arp
     ruleset: Ruleset = field(default_factory=Ruleset)
     neighbours: dict[tuple[str, str], str] = field(default_factory=dict)  # (dev, ip) -> NUD state
+    notes: list[str] = field(default_factory=list)   # what the snapshot could not see
 
     def link_by_index(self, index: int) -> Link | None:
         return next((lk for lk in self.links.values() if lk.index == index), None)

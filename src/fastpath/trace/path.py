@@ -271,6 +271,8 @@ class PathWalk:
 
     def _visit(self, ns: str, ingress: str | None) -> tuple[str, str] | None:
         snap = self.probe.snapshot(ns)
+        self.trace.notes += [f"{self.label(ns)}: {n}" for n in snap.notes
+                             if f"{self.label(ns)}: {n}" not in self.trace.notes]
         role = "source" if ingress is None else "router"
         hop = Hop(ns, self.label(ns), role, ingress=ingress)
         self.trace.hops.append(hop)
