@@ -213,3 +213,12 @@ def test_destination_outside_the_namespaces():
     tr = walk(m, ep["pa"], Endpoint("192.0.2.1", None, "192.0.2.1"))
     assert tr.cause is None and not tr.delivered and not tr.ok
     assert "leaves the traced namespaces via ext0 in n1" in tr.notes[-1]
+
+
+def test_forwarding_off_is_named_before_rp_filter_as_the_kernel_checks_it():
+    m, ep = cluster()
+    m.route("n2", "10.244.1.2/32", "v-pb")          # rp_filter would drop it too
+    m.snaps["n2"].links["ul0"].forwarding = 0
+    tr = walk(m, ep["pa"], ep["pb"])
+    assert tr.cause.kind == path.FORWARDING_OFF and tr.cause.netns == "n2"
+    assert m.route_get("n2", "10.244.2.2", src="10.244.1.2", iif="ul0").errno == 113

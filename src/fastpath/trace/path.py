@@ -300,6 +300,11 @@ class PathWalk:
         rp = self._rp_check(hop, snap, ingress)
         if not route.ok:
             hop.hooks.append(HookStep("routing", "refused", route.answer()))
+            # The kernel's order: a packet not for this netns is refused first when the
+            # ingress does not forward (EHOSTUNREACH), then by source validation.
+            forwards = lk.forwarding or snap.owner(self.pkt.dst) is not None
+            if not forwards and route.errno == _errno.EHOSTUNREACH:
+                raise self._forwarding_off(hop, snap, ingress)
             if not rp.passes:
                 raise self._fail(RP_FILTER, ns, f"reverse-path filter drops it in "
                                                 f"{self.label(ns)} on {ingress}: {rp.reason}")
@@ -307,14 +312,8 @@ class PathWalk:
                 raise self._fail(MARTIAN, ns, f"{self.label(ns)} refuses the packet on "
                                               f"{ingress} as a martian ({route.error}): a "
                                               f"source it will not accept there")
-            if not lk.forwarding and snap.owner(self.pkt.dst) is None:
-                hop.checks.append(Check("forwarding", False,
-                                        f"net.ipv4.conf.{ingress}.forwarding=0",
-                                        "forwarding OFF"))
-                raise self._fail(FORWARDING_OFF, ns,
-                                 f"IP forwarding is off in {self.label(ns)}: "
-                                 f"net.ipv4.conf.{ingress}.forwarding=0 "
-                                 f"(net.ipv4.ip_forward={snap.ip_forward})")
+            if not forwards:
+                raise self._forwarding_off(hop, snap, ingress)
             raise self._no_route(snap, route)
         if not rp.passes:
             self.trace.notes.append(f"{self.label(ns)}: the kernel accepted the input route "
@@ -333,6 +332,14 @@ class PathWalk:
         self._hooks(hop, "FORWARD", snap, in_iface=ingress, out_iface=route.oif)
         self._hooks(hop, "POSTROUTING", snap, out_iface=route.oif)
         return self._egress(hop, snap, route)
+
+    def _forwarding_off(self, hop: Hop, snap: NetnsSnapshot, ingress: str) -> _Broken:
+        hop.checks.append(Check("forwarding", False, f"net.ipv4.conf.{ingress}.forwarding=0",
+                                "forwarding OFF"))
+        return self._fail(FORWARDING_OFF, snap.name,
+                          f"IP forwarding is off in {self.label(snap.name)}: "
+                          f"net.ipv4.conf.{ingress}.forwarding=0 "
+                          f"(net.ipv4.ip_forward={snap.ip_forward})")
 
     def _deliver(self, hop: Hop) -> None:
         hop.role = "destination"
