@@ -67,12 +67,17 @@ def _worker(args):
     start, owners = args
     start.wait()
     i = Ipam()
-    return [(o, str(i.allocate("10.9.0.0/24", o))) for o in owners]
+    try:
+        return [(o, str(i.allocate("10.9.0.0/24", o))) for o in owners]
+    finally:
+        i.conn.close()
 
 
 def test_concurrent_processes_never_share_an_address():
     ctx = mp.get_context("fork")
-    Ipam()  # schema first, so workers only race on allocations
+    # schema first, so workers only race on allocations; and no SQLite connection may
+    # cross a fork (a child closing an inherited one can checkpoint under the others)
+    Ipam().conn.close()
     with ctx.Manager() as m:
         start = m.Event()
         jobs = [(start, [f"p{w}-{k}" for k in range(12)]) for w in range(6)]
@@ -82,4 +87,5 @@ def test_concurrent_processes_never_share_an_address():
             out = [x for chunk in res.get(60) for x in chunk]
     addrs = [a for _, a in out]
     assert len(out) == 72 and len(set(addrs)) == 72
-    assert {str(x.address) for x in Ipam().leases()} == set(addrs)
+    held = {str(x.address) for x in Ipam().leases()}
+    assert held == set(addrs), (sorted(held - set(addrs)), sorted(set(addrs) - held))

@@ -45,14 +45,19 @@ class Rtnl:
             raise KernelError.from_oserror(f"{op} in netns {self.label}", e) from e
 
     def index(self, ifname: str) -> int | None:
-        found = self.ipr.link_lookup(ifname=ifname)
-        return found[0] if found else None
+        link = self.link(ifname)
+        return None if link is None else link["index"]
 
     def link(self, ifname: str):
-        idx = self.index(ifname)
-        if idx is None:
-            return None
-        got = self.call(f"get link {ifname}", "link", "get", index=idx)
+        """The link message, looked up by name in the kernel (RTM_GETLINK with IFLA_IFNAME:
+        one lookup; pyroute2's link_lookup dumps every link, O(links) per call), or None."""
+        from pyroute2.netlink.exceptions import NetlinkError
+        try:
+            got = self.ipr.link("get", ifname=ifname)
+        except NetlinkError as e:
+            if e.code == _errno.ENODEV:
+                return None
+            raise netlink_error(f"get link {ifname} in netns {self.label}", e) from e
         return got[0] if got else None
 
     def close(self) -> None:
