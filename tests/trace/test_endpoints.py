@@ -29,6 +29,7 @@ def test_labels_and_resolution():
     m, _ = machine()
     w = endpoints.world(model())
     assert w.labels["n1"] == "node node1" and w.labels["pb"] == "pod b" and w.labels["ul"] == "underlay"
+    assert w.namespaces == ["ul", "n1", "n2", "pa", "pc", "pb"]
     a = endpoints.resolve("a", m, w, role="source")
     assert (a.ip, a.netns, a.label, a.node) == ("10.244.1.2", "pa", "pod a", "node1")
     assert endpoints.resolve("10.244.2.2", m, w, role="destination").label == "pod b"
@@ -46,6 +47,7 @@ def test_labels_and_resolution():
 def test_without_a_cluster_addresses_and_netns_still_resolve():
     m, _ = machine()
     w = endpoints.world(None)
+    assert w.namespaces is None
     assert endpoints.resolve("10.244.1.3", m, w, role="source").netns == "pc"
     with pytest.raises(NotFound, match="no cluster here"):
         endpoints.resolve("a", m, w, role="source")

@@ -44,7 +44,7 @@ def run(args) -> int:
         raise UsageError("--port applies to tcp only")
     port = None if args.proto == "icmp" else (args.port or 80)
     w = endpoints.world(endpoints.load_cluster())
-    with LiveProbe() as probe:
+    with LiveProbe(w.namespaces) as probe:
         src = endpoints.resolve(args.src, probe, w, role="source")
         dst = endpoints.resolve(args.dst, probe, w, role="destination")
         tr = path.walk(probe, src, dst, proto=args.proto, port=port, labels=w.labels,

@@ -31,6 +31,8 @@ class World:
     labels: dict[str, str] = field(default_factory=dict)     # netns -> "pod x" / "node y"
     nodes: dict[str, str] = field(default_factory=dict)      # netns -> node name
     explainers: list[RouteExplainer] = field(default_factory=list)
+    namespaces: list[str] | None = None   # the cluster's; None: every netns in scope
+
 
 
 def load_cluster():
@@ -46,6 +48,10 @@ def world(cluster=None) -> World:
     w = World(cluster=cluster)
     if cluster is None:
         return w
+    # Only the cluster's own namespaces: without an instance tag the scope is every fp-*
+    # netns on the machine, and another cluster may reuse the same addresses.
+    w.namespaces = [cluster.underlay_netns, *(n.netns for n in cluster.nodes),
+                    *(p.netns for p in cluster.pods)]
     w.labels[cluster.underlay_netns] = "underlay"
     for n in cluster.nodes:
         w.labels[n.netns] = f"node {n.name}"
