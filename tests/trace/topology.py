@@ -126,24 +126,26 @@ class Topology:
         return p.returncode == 0
 
     def reaches(self, src: str, dst: str, port: int = 7777, timeout: float = 1.0) -> bool:
-        """Whether a TCP connection from pod `src` to pod `dst` completes (a listener in
-        dst for the duration of the check)."""
-        import sys
-        d = self.pods[dst]
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", d.netns, sys.executable, "-c",
-             "import socket,sys\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,"
-             "socket.SO_REUSEADDR,1)\n"
-             f"s.bind(('{d.ip}',{port}))\ns.listen()\nprint('ready',flush=True)\n"
-             f"s.settimeout({timeout + 2})\ntry:\n c,_=s.accept()\nexcept OSError:\n pass\n"],
-            stdout=subprocess.PIPE, text=True)
-        try:
-            server.stdout.readline()
-            p = subprocess.run(
-                ["ip", "netns", "exec", self.pods[src].netns, sys.executable, "-c",
-                 f"import socket\nsocket.create_connection(('{d.ip}',{port}),timeout={timeout})"],
-                capture_output=True, timeout=timeout + 10)
-            return p.returncode == 0
-        finally:
-            server.kill()
-            server.wait()
+        """Whether a TCP connection from pod `src` to pod `dst` completes: a listener made
+        inside dst's netns, a client inside src's (sockets stay in the netns they were
+        made in), so the SYN and the SYN-ACK both take the real path."""
+        import socket
+
+        from fastpath.podnet.netns import Netns
+        s, d = self.pods[src], self.pods[dst]
+        with Netns.open(d.netns) as nd, Netns.open(s.netns) as ns:
+            srv = nd.socket(socket.AF_INET, socket.SOCK_STREAM)
+            cli = ns.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                srv.bind((d.ip, port))
+                srv.listen()
+                cli.settimeout(timeout)
+                try:
+                    cli.connect((d.ip, port))
+                except OSError:
+                    return False
+                return True
+            finally:
+                cli.close()
+                srv.close()

@@ -1,11 +1,13 @@
 """The collection edge: answer the path walk's questions from the running kernel.
 
 - Links, addresses, neighbours, per-interface devconf (forwarding, rp_filter, proxy_arp
-  from IFLA_AF_SPEC/AF_INET) and route lookups go through netlink (pyroute2 NetNS, one
-  socket per namespace, opened on first use and closed by `close()`).
-- conf.all.* and net.ipv4.ip_forward are read with `sysctl` inside the namespace, and the
-  rules with `iptables-save` there: the ruleset is then parsed by `iptables.parse`, so
-  what trace evaluates is exactly what the kernel has loaded through iptables.
+  from IFLA_AF_SPEC/AF_INET) and route lookups go through rtnetlink: one socket per
+  namespace, made inside it (fastpath.podnet.rtnl: no forked helper, and opening never
+  creates a namespace that vanished), closed by `close()`.
+- conf.all.* and net.ipv4.ip_forward are read from /proc/sys/net by a thread stepped into
+  the namespace (fastpath.podnet.sysctl), and the rules with `iptables-save` run inside
+  it (nsenter on the namespace fd): the ruleset is parsed by `iptables.parse`, so what
+  trace evaluates is what the kernel has loaded through iptables.
 - A veth's peer is IFLA_LINK (its ifindex) in the namespace named by IFLA_LINK_NETNSID;
   that id is local to the asking namespace, so it is matched against RTM_GETNSID of each
   candidate namespace's /run/netns file.
@@ -20,11 +22,9 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-import shutil
-import subprocess
 
 from fastpath import naming
-from fastpath.errors import KernelError, MissingDependency, NotFound
+from fastpath.errors import KernelError, NotFound
 from fastpath.trace import iptables
 from fastpath.trace.model import Link, NetnsSnapshot, RouteAnswer
 
@@ -50,17 +50,7 @@ def scoped_namespaces() -> list[str]:
     return sorted(n for n in names if naming.owned(n))
 
 
-def _run_in(netns: str, argv: list[str], op: str) -> str:
-    tool = argv[0]
-    if shutil.which(tool) is None:
-        raise MissingDependency(f"{tool} not found", op=op,
-                                hint="run scripts/install-system-packages.sh")
-    p = subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True,
-                       text=True, timeout=20)
-    if p.returncode != 0:
-        raise KernelError(p.stderr.strip().splitlines()[-1] if p.stderr.strip()
-                          else f"exit {p.returncode}", op=op)
-    return p.stdout
+SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.all.proxy_arp")
 
 
 class LiveProbe:
@@ -88,16 +78,9 @@ class LiveProbe:
     def _ipr(self, netns: str):
         s = self._sockets.get(netns)
         if s is None:
-            if not os.path.exists(os.path.join(NETNS_DIR, netns)):
-                raise NotFound(f"network namespace {netns} does not exist",
-                               hint="did it vanish? run `fastpath status`")
-            from pyroute2 import NetNS
-            try:
-                s = NetNS(netns)
-            except OSError as e:
-                raise KernelError.from_oserror(f"open netns {netns}", e) from e
-            self._sockets[netns] = s
-        return s
+            from fastpath.podnet.rtnl import Rtnl
+            s = self._sockets[netns] = Rtnl(netns)
+        return s.ipr
 
     def namespaces(self) -> list[str]:
         return list(self._names)
@@ -151,10 +134,9 @@ class LiveProbe:
             dst = n.get_attr("NDA_DST")
             if lk is not None and dst:
                 neigh[(lk.name, dst)] = NUD_STATES.get(n["state"], hex(n["state"]))
-        values = _run_in(netns, ["sysctl", "-n", "net.ipv4.ip_forward",
-                                 "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.all.proxy_arp"],
-                         f"read sysctls of netns {netns}").split()
-        rules = _run_in(netns, ["iptables-save"], f"iptables-save in netns {netns}")
+        from fastpath.podnet import netfilter, sysctl
+        values = [int(sysctl.read(netns, key)) for key in SYSCTLS]
+        rules = netfilter.iptables(netns, program="iptables-save").stdout
         notes = []
         if "iptables-legacy tables present" in rules:
             # iptables-nft prints this when rules were also loaded through the legacy
