@@ -132,3 +132,14 @@ def test_same_node_icmp_and_names_from_the_cluster(cluster):
     assert d["ok"] and d["hops"][-1]["hooks"][-1]["hook"] == "INPUT"
     p = run_fastpath("trace", "node1-pod1", "node9-pod1", check=False)
     assert p.returncode == 2 and "unknown destination 'node9-pod1'" in p.stderr
+
+
+def test_a_vanished_pod_netns_is_one_line(cluster, capsys):
+    sh("ip", "netns", "del", pod(cluster, "node2-pod2")["netns"])
+    p = run_fastpath("trace", "node1-pod1", "node2-pod2", check=False)
+    assert p.returncode == 2
+    assert p.stderr.strip() == (
+        f"fastpath: pod node2-pod2: its network namespace {pod(cluster, 'node2-pod2')['netns']} "
+        f"has vanished (fastpath status shows the cluster; pod del and pod add recreate a pod)")
+    rc, out = trace(capsys, "node1-pod1", "node2-pod1", "--json")
+    assert rc == 0 and json.loads(out)["ok"]   # the rest of the cluster is unaffected

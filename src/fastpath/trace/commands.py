@@ -47,6 +47,8 @@ def run(args) -> int:
     with LiveProbe(w.namespaces) as probe:
         src = endpoints.resolve(args.src, probe, w, role="source")
         dst = endpoints.resolve(args.dst, probe, w, role="destination")
+        for ep in (src, dst):
+            endpoints.require_netns(probe, ep)
         tr = path.walk(probe, src, dst, proto=args.proto, port=port, labels=w.labels,
                        nodes=w.nodes, explainers=w.explainers, reply=args.reply)
     emit(args, tr.to_dict(), render.render)

@@ -140,3 +140,16 @@ def resolve(name: str, probe: Probe, w: World, *, role: str) -> Endpoint:
         f"pods: {', '.join(p.name for p in c.pods) or 'none'}"
     raise NotFound(f"unknown {role} {name!r}: not a pod, node, address or netns of this "
                    f"instance ({what})")
+
+
+def require_netns(probe: Probe, ep: Endpoint) -> None:
+    """The endpoint's netns must still be there: a pod whose netns vanished underneath is
+    named as such, not reported as a routing problem further down the path."""
+    if ep.netns is None:
+        return
+    try:
+        probe.snapshot(ep.netns)
+    except NotFound as e:
+        raise NotFound(f"{ep.label}: its network namespace {ep.netns} has vanished",
+                       hint="fastpath status shows the cluster; pod del and pod add "
+                            "recreate a pod") from e
