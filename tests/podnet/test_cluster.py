@@ -22,6 +22,18 @@ def _ours() -> list[str]:
     return [n for n in netns.list_names() if naming.owned(n)]
 
 
+def _root_view() -> tuple[str, str]:
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    routes = subprocess.run(["ip", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    return (sorted(ln.split(":")[1].strip() for ln in links.splitlines()), routes)
+
+
+def test_up_leaves_the_root_netns_alone(down):
+    before = _root_view()
+    run_fastpath("up")
+    assert _root_view() == before
+
+
 def test_up_check_down(cluster, instance):
     assert [n["name"] for n in cluster["nodes"]] == ["node1", "node2"]
     assert [p["ip"] for p in cluster["pods"]] == ["10.244.1.2", "10.244.1.3", "10.244.2.2", "10.244.2.3"]
@@ -82,6 +94,13 @@ def test_bad_input_names_the_thing_and_changes_nothing(cluster):
     fails("node", "add", "node3", "--pod-cidr", "10.244.2.128/25", match="overlaps pod CIDR 10.244.2.0/24")
     fails("node", "add", "node3", "--pod-cidr", "10.255.0.0/26", match="overlaps the underlay")
     fails("up", "--routing", "nosuch", match="unknown routing backend")
+    fails("up", "--nodes", "0", match="--nodes 0")
+    # a full IPAM range: a node whose /30 holds one pod
+    run_fastpath("node", "add", "tiny", "--pod-cidr", "10.250.0.0/30")
+    assert json.loads(run_fastpath("pod", "add", "tiny", "--json").stdout)["ip"] == "10.250.0.2"
+    fails("pod", "add", "tiny", match="IPAM pool 10.250.0.0/30 is full")
+    assert [p["name"] for p in json.loads(run_fastpath("pod", "list", "--json").stdout)].count("tiny-pod2") == 0
+    run_fastpath("node", "del", "tiny")
     # a netns that vanished underneath
     netns.delete(naming.name("pod", "node2-pod2"))
     netns.delete(naming.name("node2"))
@@ -94,6 +113,36 @@ def test_bad_input_names_the_thing_and_changes_nothing(cluster):
                if r["src"].startswith("node1") and r["dst"].startswith("node1"))
 
 
+
+
+def test_status_names_breakage_and_check_recovers(cluster):
+    pod = cluster["pods"][0]
+    node2 = naming.name("node2")
+    subprocess.run(["ip", "-n", naming.name("node1"), "link", "set", pod["host_ifname"], "down"], check=True)
+    subprocess.run(["ip", "netns", "exec", node2, "iptables", "-F", "FP-FORWARD"], check=True)
+    st = json.loads(run_fastpath("status", "--json").stdout)["health"]
+    assert not st["ok"]
+    assert any("does not jump to an intact FP-FORWARD" in x for x in st["nodes"]["node2"])
+    assert f"host interface {pod['host_ifname']} is down" in st["pods"][pod["name"]]
+    chk = run_fastpath("check", "--json", check=False)
+    assert chk.returncode == 1 and json.loads(chk.stdout)["failed"] == 12
+    # repair: the link up (and its /32 route back), the chain restored
+    subprocess.run(["ip", "-n", naming.name("node1"), "link", "set", pod["host_ifname"], "up"], check=True)
+    subprocess.run(["ip", "-n", naming.name("node1"), "route", "add", f"{pod['ip']}/32", "dev",
+                    pod["host_ifname"], "scope", "link"], check=True)
+    from fastpath.podnet import netfilter
+    netfilter.ensure_forward(node2)
+    assert json.loads(run_fastpath("status", "--json").stdout)["health"]["ok"]
+    assert json.loads(run_fastpath("check", "--json").stdout)["ok"]
+
+
+def test_up_over_leftovers_names_them(down):
+    netns.create(naming.name("underlay"))
+    p = run_fastpath("up", check=False)
+    assert p.returncode != 0 and "already exists but is not in the cluster state" in p.stderr
+    assert _ours() == [naming.name("underlay")]
+    run_fastpath("down")
+    run_fastpath("up")
 
 
 def test_node_add_del(cluster):

@@ -80,7 +80,7 @@ def test_names_are_scoped_and_short(monkeypatch, instance):
 def test_sweep_recognises_only_its_own_netns(instance):
     s = naming.scope()
     assert sweep.ours(s + "underlay") and sweep.ours(s + "node3") and sweep.ours(s + "pod-x")
-    assert not sweep.ours(s + "cni-x") and not sweep.ours("fp-zzzz-node1")
+    assert not sweep.ours(s + "cni-x") and not sweep.ours("fp-zzzz-node1") and not sweep.ours(s + "nodes")
     assert sweep.ours("custom", {"custom"})
 
 

@@ -142,10 +142,38 @@ def run(args) -> BenchResult:
         shutil.rmtree(data_dir, ignore_errors=True)
     for k, v in samples.items():
         ms = sorted(x * 1000 for x in lat[k])
-        res.add_series(k, v, per_pod_ms_median=ms[len(ms) // 2], per_pod_ms_p99=ms[int(len(ms) * 0.99) - 1])
+        res.add_series(k, v, per_pod_ms_median=ms[len(ms) // 2], per_pod_ms_p99=ms[int(len(ms) * 0.99) - 1],
+                       per_pod_ms=[round(x * 1000, 3) for x in lat[k]])
     r = res.add_ratio("add: fastpath / ptp", "fastpath add", "ptp add")
     res.add_ratio("del: fastpath / ptp", "fastpath del", "ptp del")
     res.add_goal("add rate fastpath / ptp", r, ">=", 1.0)
     res.notes.append("pods/s per round (median over rounds); per-pod latency medians in the series "
                      "(per_pod_ms_median); shared 2-CPU VM, others running")
     return res
+
+
+def plot(result: BenchResult, path: str) -> None:
+    """Left: pods/s per contender (median over rounds, min-max whiskers). Right: the
+    per-pod time of each ADD and DEL (box plot)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(result.series)
+    colors = ["#3b75af" if k.startswith("fastpath") else "#999999" for k in keys]
+    med = [result.series[k]["median"] for k in keys]
+    lo = [m - result.series[k]["min"] for k, m in zip(keys, med)]
+    hi = [result.series[k]["max"] - m for k, m in zip(keys, med)]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
+    a.bar(range(len(keys)), med, yerr=[lo, hi], capsize=4, color=colors)
+    a.set_xticks(range(len(keys)), keys, rotation=20, ha="right")
+    a.set_ylabel("pods/s (higher is better)")
+    a.set_title(f"{result.params.get('pods')} pods per round, {result.params.get('rounds')} rounds")
+    b.boxplot([result.series[k].get("per_pod_ms", []) for k in keys], showfliers=False)
+    b.set_xticks(range(1, len(keys) + 1), keys, rotation=20, ha="right")
+    b.set_ylabel("ms per pod (lower is better)")
+    b.set_title("time per CNI ADD / DEL")
+    fig.suptitle("fastpath bench podnet: fastpath vs CNI ptp + host-local")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -9,6 +9,7 @@ request, no forked helper. One Rtnl per netns is meant to be reused across many 
 from __future__ import annotations
 
 import errno as _errno
+import os
 import socket
 
 from fastpath.errors import AlreadyExists, KernelError, NotFound
@@ -76,7 +77,7 @@ class Rtnl:
 def netlink_error(op: str, e) -> Exception:
     code = getattr(e, "code", None) or 0
     msg = _errno.errorcode.get(code, "")
-    text = (str(e.args[1]) if len(e.args) > 1 else "") or __import__("os").strerror(code)
+    text = (str(e.args[1]) if len(e.args) > 1 else "") or os.strerror(code)
     if code == _errno.EEXIST:
         err = AlreadyExists(text, op=op, errno=code)
     elif code in (_errno.ENODEV, _errno.ESRCH) and "route" not in op:
