@@ -95,8 +95,8 @@ BREAKAGES = [
              lambda c: f"link down: {pod(c, 'node2-pod1')['host_ifname']} in node node2",
              lambda c: _host_veth(c, False), lambda c: _host_veth(c, True)),
     Breakage("rp-filter", "rp-filter",
-             lambda c: (f"reverse-path filter drops it in node node2 on eth0: rp_filter=1 "
-                        f"(max of all=1, eth0="),
+             lambda c: ("reverse-path filter drops it in node node2 on eth0: rp_filter=1 "
+                        "(max of all=1, eth0="),
              lambda c: _asymmetric(c, "add"), lambda c: _asymmetric(c, "del")),
 ]
 

@@ -12,7 +12,7 @@ SAMPLE = (Path(__file__).parent / "data" / "node-sample.rules").read_text()
 
 
 def rules(*lines: str, policy: str = "DROP", table: str = "filter", extra=()) -> iptables.Ruleset:
-    chains = {"filter": [f":INPUT ACCEPT [0:0]", f":FORWARD {policy} [0:0]",
+    chains = {"filter": [":INPUT ACCEPT [0:0]", f":FORWARD {policy} [0:0]",
                          ":OUTPUT ACCEPT [0:0]"],
               "nat": [":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]",
                       ":OUTPUT ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]"]}[table]
@@ -88,7 +88,7 @@ def test_icmp_type_and_input():
 def test_devgroup_with_and_without_mask():
     rs = rules("-A FORWARD -m devgroup --src-group 0x6670 -j ACCEPT",
                "-A FORWARD -m devgroup --dst-group 0x70/0xff -j REJECT --reject-with icmp-port-unreachable")
-    assert evaluate(rs, "filter", "FORWARD", Packet("a" and "1.1.1.1", "2.2.2.2",
+    assert evaluate(rs, "filter", "FORWARD", Packet("1.1.1.1", "2.2.2.2",
                                                      in_group=0x6670)).verdict == "ACCEPT"
     v = evaluate(rs, "filter", "FORWARD", Packet("1.1.1.1", "2.2.2.2", in_group=0, out_group=0x6670))
     assert v.verdict == "REJECT" and v.drops and v.rule.index == 2

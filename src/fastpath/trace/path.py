@@ -20,7 +20,6 @@ The walk names one cause per broken path; every step's detail is in the hops.
 from __future__ import annotations
 
 import errno as _errno
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -529,11 +528,3 @@ def walk(probe: Probe, src: Endpoint, dst: Endpoint, *, reply: bool = True, **kw
                                icmp_type=0, ctstate="ESTABLISHED")
         tr.reply = PathWalk(probe, dst, src, packet=back, direction="reply", **kw).run()
     return tr
-
-
-def is_ipv4(s: str) -> bool:
-    try:
-        ipaddress.IPv4Address(s)
-        return True
-    except ValueError:
-        return False
