@@ -379,9 +379,11 @@ class PathWalk:
         ns, where = snap.name, self.label(snap.name)
         down = self._down_link_toward(snap)
         if down is not None:
+            # Taking a link down deletes the routes through it: the missing route is the
+            # symptom, the link the cause.
             return self._fail(LINK_DOWN, ns,
-                              f"link down: {down} in {where}, and with it the route: "
-                              f"no route to {self.pkt.dst} ({route.error})")
+                              f"link down: {down} ({where} has no route to {self.pkt.dst} "
+                              f"without it: {route.error})")
         line = f"no route to {self.pkt.dst} in {where} ({route.error})"
         missing = MissingRoute(netns=ns, label=where, dst=self.pkt.dst,
                                dst_node=self.trace.dst.node, node=self.nodes.get(ns))
@@ -402,9 +404,10 @@ class PathWalk:
             peer = self.probe.peer(snap.name, lk.name)
             if peer is None and lk.admin_up:
                 continue
-            desc = lk.name
+            desc = f"{lk.name} in {self.label(snap.name)} is down"
             if peer is not None and lk.admin_up:
-                desc = f"{peer[1]} in {self.label(peer[0])} (the other end of {lk.name})"
+                desc = (f"{peer[1]} in {self.label(peer[0])}, the other end of {lk.name} "
+                        f"in {self.label(snap.name)}, is down")
             if peer is not None and peer[0] == dst_ns:
                 ranked.append((0, desc))
             elif not lk.admin_up:
