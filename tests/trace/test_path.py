@@ -198,6 +198,12 @@ def test_nat_is_noted():
         "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -o ul0 -j MASQUERADE\nCOMMIT\n")
     tr = walk(m, ep["pa"], ep["pb"], reply=False)
     assert tr.ok and any("MASQUERADE" in n and "will not see 10.244.1.2" in n for n in tr.notes)
+    m.snaps["n2"].ruleset = iptables.parse(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp --dport 80 -j DNAT "
+        "--to-destination 10.244.2.9\nCOMMIT\n")
+    tr = walk(m, ep["pa"], ep["pb"], reply=False)
+    assert any(n.startswith("n2: PREROUTING nat PREROUTING rule 1") and
+               "destination is rewritten" in n for n in tr.notes), tr.notes
 
 
 def test_destination_outside_the_namespaces():

@@ -224,11 +224,12 @@ class PathWalk:
                              f"{dropped.table} {dropped.rule.chain} rule "
                              f"{dropped.rule.index}: {dropped.rule.text}")
         detail = "; ".join(v.explain() for v in verdicts if v.rule is not None)
-        if nat:
-            self.trace.notes.append(
-                f"{self.label(snap.name)}: {hook} rewrites the packet "
-                f"({'; '.join(v.explain() for v in nat)}); the receiver will not see "
-                f"{self.pkt.src}")
+        for v in nat:
+            # fastpath has no NAT anywhere; a rewrite is someone else's rule, worth a word.
+            what = (f"the destination is rewritten; trace follows {self.pkt.dst}"
+                    if v.verdict in ("DNAT", "REDIRECT") else
+                    f"the source is rewritten; the receiver will not see {self.pkt.src}")
+            self.trace.notes.append(f"{self.label(snap.name)}: {hook} {v.explain()}: {what}")
         hop.hooks.append(HookStep(hook, nat[0].verdict if nat else "ACCEPT",
                                   detail or "no rule matched, policy ACCEPT"
                                   if verdicts else "no rules", verdicts))
