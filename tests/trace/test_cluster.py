@@ -1,11 +1,14 @@
 """trace on a live demo cluster (`fastpath up`): break it in each of the four ways the
 issue names, check that `fastpath check` fails and `fastpath trace` names the cause in one
-line, repair, and check that `fastpath check` passes again."""
+line, repair, and check that `fastpath check` passes again. The four run on static routing
+(a deleted static route stays deleted); with BGP, a missing route is traced to the BGP
+session that went down."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,7 +34,7 @@ def sh(*argv: str) -> None:
 
 @pytest.fixture
 def cluster():
-    run_fastpath("up")
+    run_fastpath("up", "--routing", "static")
     try:
         yield json.loads(run_fastpath("status", "--json").stdout)
     finally:
@@ -143,3 +146,29 @@ def test_a_vanished_pod_netns_is_one_line(cluster, capsys):
         f"has vanished (fastpath status shows the cluster; pod del and pod add recreate a pod)")
     rc, out = trace(capsys, "node1-pod1", "node2-pod1", "--json")
     assert rc == 0 and json.loads(out)["ok"]   # the rest of the cluster is unaffected
+
+
+def test_a_missing_route_under_bgp_names_the_session(capsys):
+    run_fastpath("up", "--pods", "1")
+    try:
+        c = json.loads(run_fastpath("status", "--json").stdout)
+        n1, n2 = node(c, "node1"), node(c, "node2")
+        subprocess.run(["kill", "-9", str(c["routes"]["node2"]["bird_pid"])], check=True)
+        deadline = time.monotonic() + 5
+        while n2["pod_cidr"] in subprocess.run(["ip", "-n", n1["netns"], "route"], text=True,
+                                               capture_output=True).stdout:
+            assert time.monotonic() < deadline, "node1 kept node2's route after its BIRD died"
+            time.sleep(0.05)
+        rc, out = trace(capsys, "node1-pod1", "node2-pod1", "--json")
+        d = json.loads(out)
+        assert rc == 1 and d["cause"]["kind"] == "no-route", d["summary"]
+        assert "BIRD of node node2 is not running, so node1 has no BGP route" in d["summary"], d["summary"]
+        run_fastpath("bgp", "start")
+        deadline = time.monotonic() + 15
+        while run_fastpath("check", "--timeout", "0.5", check=False).returncode != 0:
+            assert time.monotonic() < deadline, "routes did not return after BIRD restarted"
+            time.sleep(0.3)
+        rc, out = trace(capsys, "node1-pod1", "node2-pod1", "--json")
+        assert rc == 0 and json.loads(out)["ok"]
+    finally:
+        run_fastpath("down", check=False)
