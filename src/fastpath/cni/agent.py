@@ -120,8 +120,12 @@ class Agent:
             print(f"fastpath agent: dropped a request: {e}", file=sys.stderr)
             return
         try:
-            rc, out = plugin.run(env, stdin, host_ns=fds.get("H"), pod_ns=fds.get("P"),
-                                 pod_ns_sent="P" in fds)
+            if "H" not in fds:  # never fall back to the agent's own netns
+                rc, out = 1, plugin.error_answer(
+                    stdin, wire.BadRequest("the client sent no host netns fd"))
+            else:
+                rc, out = plugin.run(env, stdin, host_ns=fds["H"], pod_ns=fds.get("P"),
+                                     pod_ns_sent="P" in fds)
         finally:
             for fd in fds.values():
                 os.close(fd)
