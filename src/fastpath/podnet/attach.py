@@ -220,7 +220,6 @@ def _routes(r: Rtnl, dst: str) -> list[dict]:
     out = []
     for m in r.call(f"list routes to {dst}", "route", "dump", family=socket.AF_INET):
         d = m.get("RTA_DST") or "0.0.0.0"
-        if m["dst_len"] == int(plen) and d == net and m.get("table") in (254, None) \
-                or (m["dst_len"] == int(plen) and d == net and m.get("RTA_TABLE") == 254):
+        if m["dst_len"] == int(plen) and d == net and (m.get("RTA_TABLE") or m["table"]) == 254:
             out.append({"oif": m.get("RTA_OIF"), "gateway": m.get("RTA_GATEWAY")})
     return out
