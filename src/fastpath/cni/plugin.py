@@ -20,8 +20,8 @@ Decisions:
 - The host veth name is a hash of (instance, network, container, ifname), so DEL finds
   it even when our record is lost.
 - The node's side (ip_forward, FP-FORWARD acceptance, policy untouched) is made sure of
-  on ADD; the agent remembers it per host netns for NODE_CHECK_TTL seconds, since
-  checking costs two iptables runs (~10 ms).
+  on ADD; the agent remembers it per host netns (by its SO_NETNS_COOKIE, never reused)
+  for NODE_CHECK_TTL seconds, since checking costs two iptables runs (~10 ms).
 
 Failure injection for tests: FASTPATH_CNI_FAIL_AT=ipam|record makes ADD fail right after
 that step (fastpath.podnet.attach has its own, FASTPATH_PODNET_FAIL_AT).
@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 
 from fastpath.cni import config as cniconfig
@@ -170,16 +171,34 @@ def _host_link(conf, env) -> str:
 def _ensure_node(host) -> None:
     """ip_forward on, FP-FORWARD accepting pod interfaces (FORWARD policy left as it is)."""
     from fastpath.podnet import netfilter, sysctl
-    key = host.ns.inode()
-    if time.monotonic() - _Warm.node_checked.get(key, -1e9) < NODE_CHECK_TTL:
+    key = _netns_cookie(host)
+    if key is not None and time.monotonic() - _Warm.node_checked.get(key, -1e9) < NODE_CHECK_TTL:
         return
     if sysctl.read(host.ns, "net.ipv4.ip_forward") != "1":
         sysctl.write(host.ns, {"net.ipv4.ip_forward": 1})
     st = netfilter.forward_status(host.ns)
     if not (st["jump"] and st["accepts_pods"]):
         netfilter.ensure_forward(host.ns, policy_drop=False)
-    if _Warm.keep:
+    if _Warm.keep and key is not None:
         _Warm.node_checked[key] = time.monotonic()
+
+
+SO_NETNS_COOKIE = 71  # asm-generic/socket.h, Linux 5.14
+
+
+def _netns_cookie(host) -> int | None:
+    """A netns identity that is never reused (SO_NETNS_COOKIE on a socket living in it);
+    an nsfs inode number is reused as soon as the namespace is freed."""
+    import socket
+    try:
+        raw = socket.socket(fileno=os.dup(host.ipr.fileno()))
+    except OSError:
+        return None
+    with raw:
+        try:
+            return int.from_bytes(raw.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), sys.byteorder)
+        except OSError:  # older kernel: no cache, check every time
+            return None
 
 
 def _first_ipv4(res: dict) -> str:
@@ -321,8 +340,9 @@ def cmd_status(env, conf, host_ns, pod_ns):
     except Exception as e:
         raise CniError(spec.STATUS_UNAVAILABLE, "plugin cannot take ADDs",
                        str(spec.error_from_exception(e).details or e)) from None
+    from fastpath.cni.store import Store
     with Netns.open(host_ns) as host:
-        if sysctl.read(host, "net.ipv4.ip_forward") != "1":
+        if sysctl.read(host, "net.ipv4.ip_forward") != "1" and Store(conn).list(conf.name):
             raise CniError(spec.STATUS_DEGRADED, "IP forwarding is off on this node",
                            "existing pods cannot reach other nodes; ADD turns it on")
     return None
