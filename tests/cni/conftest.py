@@ -114,10 +114,18 @@ class Agent:
         self.proc = subprocess.Popen([sys.executable, "-m", "fastpath", "agent", "--socket",
                                       self.socket_path], stdout=self.logf, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
-        while not os.path.exists(self.socket_path):
+        while not self._listening():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"agent did not start: {self.log.read_text()}")
             time.sleep(0.02)
+
+    def _listening(self) -> bool:
+        # The pidfile is written after bind+listen; a stale socket file proves nothing.
+        try:
+            with open(self.socket_path + ".pid") as f:
+                return int(f.read()) == self.proc.pid
+        except (OSError, ValueError):
+            return False
 
     def stop(self) -> str:
         if self.proc and self.proc.poll() is None:

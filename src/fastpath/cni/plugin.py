@@ -109,6 +109,20 @@ def _scoped_environ(environ: dict[str, str], conf):
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def _labelled(ns, label: str):
+    """An fd from the agent's client, as a Netns named after what it is (for messages)."""
+    if not isinstance(ns, int) or isinstance(ns, bool):
+        yield ns
+        return
+    from fastpath.podnet.netns import Netns
+    n = Netns(os.dup(ns), label)
+    try:
+        yield n
+    finally:
+        n.close()
+
+
 def _answer(doc) -> bytes:
     return b"" if doc is None else (json.dumps(doc) + "\n").encode()
 
@@ -133,7 +147,8 @@ def run(environ: dict[str, str], stdin: bytes, host_ns=None, pod_ns=None,
             pod_ns = _MISSING  # the client could not open CNI_NETNS
         elif pod_ns is None and pod_ns_sent is None:
             pod_ns = env.netns or None
-        with _scoped_environ(environ, conf):
+        with _scoped_environ(environ, conf), _labelled(host_ns, "node") as host_ns, \
+                _labelled(pod_ns, env.netns) as pod_ns:
             out = HANDLERS[env.command](env, conf, host_ns, pod_ns)
         return 0, _answer(out)
     except Exception as e:
