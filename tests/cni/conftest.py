@@ -62,7 +62,8 @@ class Node:
         return {k: v for k, v in doc.items() if v is not None}
 
     def cni(self, command: str, conf: dict | None = None, *, cid: str = "c1", ifname: str = "eth0",
-            netns: str | None = None, env: dict | None = None, stdin: bytes | None = None) -> Answer:
+            netns: str | None = None, env: dict | None = None, stdin: bytes | None = None,
+            launcher: str = "native") -> Answer:
         """Exec the plugin as a runtime does, inside the node's netns."""
         e = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
         e.update({"CNI_COMMAND": command, "CNI_PATH": self.cni_path})
@@ -78,7 +79,8 @@ class Node:
             e["FASTPATH_CNI_NO_AGENT"] = "1"
         e.update(env or {})
         data = stdin if stdin is not None else json.dumps(conf or self.conf()).encode()
-        p = subprocess.run(["nsenter", f"--net={self.netns_path}", self.plugin], input=data,
+        plugin = self.plugin if launcher == "native" else self.plugin + "-python"
+        p = subprocess.run(["nsenter", f"--net={self.netns_path}", plugin], input=data,
                            env=e, capture_output=True, timeout=60)
         return Answer(p.returncode, p.stdout.decode(), p.stderr.decode())
 
@@ -104,15 +106,17 @@ class Node:
 
 
 class Agent:
-    def __init__(self, socket_path: str, log: Path) -> None:
+    def __init__(self, socket_path: str, log: Path, verbose: bool = False) -> None:
+        self.verbose = verbose
         self.socket_path = socket_path
         self.log = log
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.logf = open(self.log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "fastpath", "agent", "--socket",
-                                      self.socket_path], stdout=self.logf, stderr=subprocess.STDOUT)
+        argv = [sys.executable, "-m", "fastpath", "agent", "--socket", self.socket_path]
+        self.proc = subprocess.Popen(argv + (["-v"] if self.verbose else []), stdout=self.logf,
+                                     stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while not self._listening():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -141,10 +145,12 @@ class Agent:
 
 @pytest.fixture
 def plugin_dir(tmp_path) -> Path:
-    from fastpath.cni.install import install
+    """`fastpath` (the native launcher) and `fastpath-python` (the python one, which the
+    native one execs when no agent answers)."""
+    from fastpath.cni.install import install_report
     d = tmp_path / "cni-bin"
     d.mkdir()
-    install(str(d))
+    assert install_report(str(d), "fastpath", "native")["launcher"] == "native"
     return d
 
 

@@ -1,5 +1,6 @@
 """The plugin's client half: what it imports before reaching the agent, and the wire format."""
 
+import json
 import os
 import socket
 import subprocess
@@ -106,3 +107,20 @@ def test_answer_and_socket_path():
     assert wire.socket_path({"FASTPATH_INSTANCE": "x1"}) == "/run/fastpath/fp-x1-agent.sock"
     assert wire.socket_path({"FASTPATH_AGENT_SOCKET": "/s"}, None) == "/s"
     assert wire.socket_path({"FASTPATH_AGENT_SOCKET": "/s"}, "/c") == "/c"
+
+
+def test_native_launcher(tmp_path):
+    from fastpath.cni.install import install_report
+    rep = install_report(str(tmp_path), "fastpath", "native")
+    assert rep["launcher"] == "native" and os.path.exists(rep["fallback"])
+    p = subprocess.run([rep["installed"]], env={"CNI_COMMAND": "VERSION"}, input=b"",
+                       capture_output=True)
+    assert p.returncode == 0 and b'"1.1.0"' in p.stdout
+    # No agent: it hands the request, stdin included, to the python plugin.
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "x", "CNI_NETNS": "/run/netns/nope",
+           "CNI_IFNAME": "eth0", "FASTPATH_AGENT_SOCKET": str(tmp_path / "none.sock")}
+    conf = b'{"cniVersion":"1.0.0","name":"n","type":"fastpath","podCIDR":"10.1.0.0/24","mtu":1}'
+    p = subprocess.run([rep["installed"]], env=env, input=conf, capture_output=True, timeout=60)
+    assert p.returncode == 1
+    doc = json.loads(p.stdout)
+    assert doc["code"] == 7 and "mtu" in doc["msg"] and doc["cniVersion"] == "1.0.0"

@@ -42,7 +42,7 @@ def tcp_source_seen(node, src_ns: str, dst_ns: str, dst_ip: str) -> str:
 def test_add_check_del_roundtrip(anynode):
     node = anynode
     pod1, pod2 = node.add_pod_netns(), node.add_pod_netns()
-    a1 = node.cni("ADD", cid="c1", netns=pod1)
+    a1 = node.cni("ADD", cid="c1", netns=pod1, launcher="python")
     assert a1.rc == 0, a1.out + a1.err
     doc = a1.doc
     assert doc["cniVersion"] == "1.1.0"
@@ -54,7 +54,7 @@ def test_add_check_del_roundtrip(anynode):
     assert ipaddress.ip_interface(ip["address"]).ip in ipaddress.ip_network("10.123.7.0/24")
     assert doc["routes"] == [{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}]
 
-    a2 = node.cni("ADD", cid="c2", netns=pod2)
+    a2 = node.cni("ADD", cid="c2", netns=pod2)  # the native launcher
     assert a2.rc == 0, a2.out
     ip2 = a2.doc["ips"][0]["address"].split("/")[0]
     assert ip2 != ip["address"].split("/")[0]
@@ -66,8 +66,8 @@ def test_add_check_del_roundtrip(anynode):
     chk = node.cni("CHECK", prev_result(conf, doc), cid="c1", netns=pod1)
     assert chk.rc == 0 and chk.out == "", chk.out
 
-    for _ in range(2):  # DEL is idempotent
-        d = node.cni("DEL", cid="c1", netns=pod1)
+    for launcher in ("python", "native"):  # DEL is idempotent
+        d = node.cni("DEL", cid="c1", netns=pod1, launcher=launcher)
         assert d.rc == 0 and d.out == "", d.out
     assert host_if["name"] not in node.links()
     assert [o for _, o in node.leases()] == ["cni/fpnet/c2/eth0"]

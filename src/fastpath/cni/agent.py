@@ -67,8 +67,9 @@ def _bind(path: str) -> socket.socket:
 
 
 class Agent:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, verbose: bool = False) -> None:
         self.path = path
+        self.verbose = verbose
         self.sock: socket.socket | None = None
         self.stopping = False
         self.served = 0
@@ -111,7 +112,8 @@ class Agent:
 
     def handle(self, conn: socket.socket) -> None:
         from fastpath.cni import plugin
-        _pid, uid, _gid = peer_cred(conn)
+        t0 = time.perf_counter()
+        pid, uid, _gid = peer_cred(conn)
         if uid != 0:
             return  # close without a word: only root may ask for netns changes
         try:
@@ -135,11 +137,15 @@ class Agent:
             conn.sendall(wire.encode_answer(rc, out))
         except OSError as e:
             print(f"fastpath agent: could not answer: {e}", file=sys.stderr)
+        if self.verbose:
+            print(f"fastpath agent: {env.get('CNI_COMMAND', '?')} {env.get('CNI_CONTAINERID', '-')}/"
+                  f"{env.get('CNI_IFNAME', '-')} from pid {pid}: exit {rc} in "
+                  f"{(time.perf_counter() - t0) * 1000:.1f} ms", file=sys.stderr, flush=True)
 
 
-def run(path: str) -> int:
+def run(path: str, verbose: bool = False) -> int:
     """Serve until SIGTERM/SIGINT; remove the socket on the way out."""
-    agent = Agent(path)
+    agent = Agent(path, verbose)
     signal.signal(signal.SIGTERM, agent.stop)
     signal.signal(signal.SIGINT, agent.stop)
     agent.start()

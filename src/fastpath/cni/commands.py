@@ -14,26 +14,32 @@ def register(sub) -> None:
     ip.add_argument("--dir", required=True, metavar="DIR",
                     help="the runtime's CNI plugin directory (e.g. /opt/cni/bin)")
     ip.add_argument("--name", default="fastpath", help="file name (the config's type), default fastpath")
+    ip.add_argument("--launcher", choices=("auto", "native", "python"), default="auto",
+                    help="native: a compiled client that starts in ~1 ms and hands over to "
+                         "python when no agent runs; python: a script; auto: native if a C "
+                         "compiler is there (default)")
     add_json_flag(ip)
     ip.set_defaults(func=_install)
 
     a = sub.add_parser("agent", help="run the node agent that serves fastpath-cni requests (foreground)")
     a.add_argument("--socket", metavar="PATH", default=None,
                    help="Unix socket to listen on (default /run/fastpath/fp[-INSTANCE]-agent.sock)")
+    a.add_argument("-v", "--verbose", action="store_true",
+                   help="log every request (command, container, exit code, time) on stderr")
     a.set_defaults(func=_agent)
 
 
 def _install(args: argparse.Namespace) -> int:
-    from fastpath.cni.install import install
+    from fastpath.cni.install import install_report
     from fastpath.output import emit
 
-    path = install(args.dir, args.name)
-    emit(args, {"installed": path, "name": args.name},
-         lambda d: f"installed the fastpath CNI plugin as {d['installed']}")
+    report = install_report(args.dir, args.name, args.launcher)
+    emit(args, report, lambda d: f"installed the fastpath CNI plugin ({d['launcher']} launcher) "
+                                 f"as {d['installed']}")
     return 0
 
 
 def _agent(args: argparse.Namespace) -> int:
     from fastpath.cni import agent, wire
 
-    return agent.run(args.socket or wire.socket_path())
+    return agent.run(args.socket or wire.socket_path(), verbose=args.verbose)
