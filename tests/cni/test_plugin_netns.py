@@ -264,3 +264,27 @@ def test_delegated_host_local(anynode, tmp_path):
     assert [f for f in os.listdir(data / "fpnet") if f[0].isdigit()] == []
     missing = node.cni("ADD", conf, netns=pod, env={"CNI_PATH": "/nonexistent"})
     assert missing.doc["code"] == 108 and "host-local" in missing.doc["details"]
+
+
+def test_concurrent_adds_get_distinct_addresses(node, shared_agent):
+    """Runtimes ADD pods in parallel: through the agent and in-process at once, every pod
+    gets its own address and link; then all DELs leave nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+    pods = [node.add_pod_netns() for _ in range(8)]
+
+    def env(i):
+        return {"FASTPATH_AGENT_SOCKET": shared_agent.socket_path, "FASTPATH_CNI_NO_AGENT": ""} \
+            if i % 2 else {}
+
+    def add(i):
+        return node.cni("ADD", cid=f"p{i}", netns=pods[i], env=env(i))
+    with ThreadPoolExecutor(8) as ex:
+        answers = list(ex.map(add, range(8)))
+    assert all(a.rc == 0 for a in answers), [a.out for a in answers if a.rc]
+    ips = {a.doc["ips"][0]["address"] for a in answers}
+    assert len(ips) == 8 and len(node.leases()) == 8
+    with ThreadPoolExecutor(8) as ex:
+        dels = list(ex.map(lambda i: node.cni("DEL", cid=f"p{i}", netns=pods[i], env=env(i + 1)),
+                           range(8)))
+    assert all(d.rc == 0 for d in dels)
+    assert node.leases() == [] and not [ln for ln in node.links() if ln.startswith("fp")]
