@@ -39,6 +39,7 @@ from fastpath.podnet.rtnl import Rtnl
 STEPS = ("veth", "host-up", "host-route", "pod-link", "pod-address", "pod-routes")
 FAIL_ENV = "FASTPATH_PODNET_FAIL_AT"
 IFF_UP = 1
+LOOPBACK_IFINDEX = 1
 IFA_F_NOPREFIXROUTE = 0x200
 NUD_PERMANENT = 0x80
 
@@ -105,14 +106,18 @@ def attach(host_ns, pod_ns, *, host_ifname: str, address: str, ifname: str = "et
 
 
 def _attach(host: Rtnl, pod: Rtnl, w: PodWiring, undo: list) -> Attachment:
-    if host.index(w.host_ifname) is not None:
-        raise AlreadyExists(f"interface {w.host_ifname} already exists in netns {host.label}")
     peer = {"ifname": w.ifname, "net_ns_fd": pod.ns.fd, "mtu": w.mtu}
     link = {"ifname": w.host_ifname, "kind": "veth", "peer": peer, "address": w.host_mac,
             "mtu": w.mtu}
     if w.devgroup is not None:
         link["group"] = w.devgroup
-    host.call(f"create veth {w.host_ifname}", "link", "add", **link)
+    # A name collision fails here with EEXIST before anything exists (the kernel creates
+    # both ends or neither), so there is nothing of anyone else's to roll back.
+    try:
+        host.call(f"create veth {w.host_ifname}", "link", "add", **link)
+    except AlreadyExists:
+        raise AlreadyExists(f"interface {w.host_ifname} (or {w.ifname} in netns {pod.label}) "
+                            f"already exists", op=f"create veth {w.host_ifname}") from None
     hidx = host.index(w.host_ifname)
     if hidx is None:
         raise KernelError("veth vanished after creation", op=f"create veth {w.host_ifname}")
@@ -126,12 +131,12 @@ def _attach(host: Rtnl, pod: Rtnl, w: PodWiring, undo: list) -> Attachment:
                   oif=hidx, scope=253)  # RT_SCOPE_LINK
     _inject("host-route")
 
-    pidx = pod.index(w.ifname)
-    if pidx is None:
+    plink = pod.link(w.ifname)
+    if plink is None:
         raise KernelError(f"{w.ifname} missing after veth creation", op=f"create veth {w.host_ifname}")
-    lo = pod.index("lo")
-    if lo is not None:
-        pod.call("set lo up", "link", "set", index=lo, state="up")
+    pidx = plink["index"]
+    # lo is ifindex 1 in every netns (LOOPBACK_IFINDEX): registered first, never renumbered
+    pod.call("set lo up", "link", "set", index=LOOPBACK_IFINDEX, state="up")
     pod.call(f"set {w.ifname} up", "link", "set", index=pidx, state="up")
     _inject("pod-link")
     addr = {"index": pidx, "address": str(w.ip), "prefixlen": w.address.network.prefixlen}
@@ -149,7 +154,6 @@ def _attach(host: Rtnl, pod: Rtnl, w: PodWiring, undo: list) -> Attachment:
             kw["gateway"] = r["gateway"]
         pod.call(f"add route {r['dst']} in pod", "route", "add", **kw)
     _inject("pod-routes")
-    plink = pod.link(w.ifname)
     return Attachment(host_ifname=w.host_ifname, host_ifindex=hidx, host_mac=w.host_mac,
                       ifname=w.ifname, ifindex=pidx, mac=plink.get("IFLA_ADDRESS") if plink else "",
                       address=str(w.address), gateway=str(w.gateway), mtu=w.mtu)

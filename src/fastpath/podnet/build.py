@@ -133,7 +133,7 @@ class Builder:
         self.ipam.forget_space()
 
     def _make_underlay(self, name: str, bridge: str, undo: Undo) -> None:
-        netns.create(name)
+        _create_netns(name)
         undo.push(self._delete_netns, name)
         u = self.rtnl(name)
         u.call("set lo up", "link", "set", index=u.index("lo"), state="up")
@@ -150,7 +150,7 @@ class Builder:
             cl.insert_node(self.conn, node)
         undo.push(lambda: self.conn.execute("DELETE FROM podnet_nodes WHERE scope=? AND name=?",
                                             (naming.scope(), node.name)))
-        netns.create(node.netns)
+        _create_netns(node.netns)
         undo.push(self._delete_netns, node.netns)
         u = self.rtnl(c.underlay_netns)
         br = u.index(c.bridge)
@@ -186,7 +186,7 @@ class Builder:
             cidr = plan.node_pod_cidr(ipaddress.ip_network(c.pod_supernet), k)
         else:
             cidr = plan.parse_net("pod CIDR", pod_cidr)
-        plan.check_overlaps(u, {**{n.name: ipaddress.ip_network(n.pod_cidr) for n in c.nodes}, name: cidr})
+        plan.check_new_cidr(name, cidr, u, {n.name: ipaddress.ip_network(n.pod_cidr) for n in c.nodes})
         used_ips = {n.underlay_ip for n in c.nodes}
         k = idx
         while str(plan.underlay_ip(u, k)) in used_ips:
@@ -268,7 +268,7 @@ class Builder:
         ip = self.ipam.allocate(node.pod_cidr, owner)
         undo.push(self.ipam.release, owner)
         ns_name = pod_netns(name)
-        netns.create(ns_name)
+        _create_netns(ns_name)
         undo.push(self._delete_netns, ns_name)
         with Rtnl(ns_name) as pod_rtnl:
             _attach.attach(host, pod_rtnl, host_ifname=pod_host_ifname(name), address=f"{ip}/32")
@@ -290,6 +290,15 @@ class Builder:
         self.ipam.release(cl.OWNER_PREFIX + pod.name)
         cl.delete_pod(self.conn, pod.name)
         return pod
+
+
+def _create_netns(name: str) -> None:
+    try:
+        netns.create(name)
+    except AlreadyExists as e:
+        # not in our state, yet there: a leftover of a crash, which `down` sweeps
+        raise AlreadyExists(f"netns {name} already exists but is not in the cluster state",
+                            hint="fastpath down removes leftovers") from e
 
 
 def kill_processes_in(ns_name: str, grace: float = 1.0) -> list[int]:

@@ -12,8 +12,9 @@ def register(sub) -> None:
     p = sub.add_parser("up", help="build the demo cluster: an underlay, N nodes, M pods per node")
     p.add_argument("--nodes", type=int, default=2, help="node namespaces (default 2)")
     p.add_argument("--pods", type=int, default=2, help="pods per node (default 2)")
-    p.add_argument("--routing", default=None, help="cross-node routing backend (default: %(default)s "
-                   "means the built-in default; static|bgp)")
+    p.add_argument("--routing", default=None, metavar="BACKEND",
+                   help="cross-node routing backend: static, or bgp when installed "
+                        "(default: fastpath.podnet.routing.DEFAULT)")
     p.add_argument("--underlay", default=None, help="underlay CIDR (default 10.255.0.0/24)")
     p.add_argument("--pod-supernet", default=None, help="pod CIDRs come from here, a /24 per node "
                    "(default 10.244.0.0/16)")
@@ -29,7 +30,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("check", help="every pod reaches every other pod by ICMP and TCP")
-    p.add_argument("--timeout", type=float, default=2.0, help="per probe, seconds (default 2)")
+    p.add_argument("--timeout", type=float, default=1.0, help="per probe, seconds (default 1)")
     add_json_flag(p)
     p.set_defaults(func=cmd_check)
 
@@ -66,7 +67,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_node_del)
 
 
-def _tables(c, routes: dict | None = None):
+def _tables(c, routes: dict | None = None, health: dict | None = None):
     from rich.console import Group
     from fastpath.output import table
     parts = [table(f"nodes (underlay {c.underlay} on bridge in {c.underlay_netns}, routing {c.routing})",
@@ -85,13 +86,19 @@ def _tables(c, routes: dict | None = None):
                 dst, via = r.split(" via ")
                 rows.append((n.name, dst, f"via {via}", c.routing + (" MISSING" if r in st.get("missing", []) else "")))
         parts.append(table("routes", ["node", "destination", "next hop", "kind"], rows))
+    if health is not None:
+        probs = [f"node {k}: {x}" for k, v in health["nodes"].items() for x in v]
+        probs += [f"pod {k}: {x}" for k, v in health["pods"].items() for x in v]
+        parts += [f"[red]PROBLEM[/] {x}" for x in probs] or ["[green]every node and pod is wired as planned[/]"]
     return Group(*parts)
 
 
-def _cluster_data(c, routes: dict | None) -> dict:
+def _cluster_data(c, routes: dict | None, health: dict | None = None) -> dict:
     d = c.to_dict()
     if routes is not None:
         d["routes"] = routes
+    if health is not None:
+        d["health"] = health
     return d
 
 
@@ -131,10 +138,11 @@ def cmd_down(args) -> int:
 
 def cmd_status(args) -> int:
     from fastpath.output import emit
-    from fastpath.podnet import cluster, routing
+    from fastpath.podnet import cluster, health, routing
     c = cluster.require()
     routes = routing.get(c.routing).status(c)
-    emit(args, _cluster_data(c, routes), lambda d: _tables(c, routes))
+    h = health.inspect_cluster(c)
+    emit(args, _cluster_data(c, routes, h), lambda d: _tables(c, routes, h))
     return 0
 
 

@@ -106,6 +106,10 @@ class Ipam:
     def __init__(self, conn: sqlite3.Connection | None = None, space: str | None = None) -> None:
         self.conn = conn or state.connect()
         self.space = naming.scope() if space is None else space
+        # WAL + NORMAL: a commit survives a crash of any process (what concurrent allocators
+        # need); only a power loss may drop the last leases, and their pods go with it.
+        # Measured: 3.8 ms -> under 1 ms per allocation on this VM.
+        self.conn.execute("PRAGMA synchronous=NORMAL")
         state.ensure_schema(self.conn, "podnet.ipam", SCHEMA_VERSION, DDL)
 
     def allocate(self, pool_cidr: str | Network, owner: str, *, reserved: Iterable[str] = (),

@@ -72,7 +72,8 @@ def forward_status(ns: "NetnsSpec", chain: str = FORWARD_CHAIN, group: int = POD
 
 
 def remove_forward(ns: "NetnsSpec", chain: str = FORWARD_CHAIN) -> bool:
-    """Undo ensure_forward (policy back to ACCEPT); False when there was nothing."""
+    """Remove FP-FORWARD and the jump to it (the FORWARD policy stays as it is: on a host
+    that had DROP, loosening it is not ours to do); False when there was nothing."""
     st = iptables(ns, "-S", "FORWARD").stdout.splitlines()
     did = False
     while f"-A FORWARD -j {chain}" in st:

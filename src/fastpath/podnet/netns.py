@@ -27,7 +27,6 @@ import ctypes.util
 import errno
 import os
 import socket
-import stat
 import threading
 
 from fastpath.errors import KernelError, NotFound, UsageError
@@ -53,6 +52,18 @@ def _check(rc: int, op: str) -> None:
     if rc != 0:
         e = ctypes.get_errno()
         raise KernelError(os.strerror(e), op=op, errno=e)
+
+
+NS_GET_NSTYPE = 0xB703  # ioctl_ns(2): the CLONE_NEW* type of an nsfs fd (Linux 4.11)
+
+
+def nstype(fd: int) -> int | None:
+    """CLONE_NEWNET for a network namespace fd; None for anything that is no namespace."""
+    import fcntl
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        return None
 
 
 def setns(fd: int, op: str = "setns") -> None:
@@ -110,7 +121,11 @@ class Netns:
         if spec is None:
             return cls(os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC), "current")
         if isinstance(spec, int):
-            return cls(_dup(spec, f"fd {spec}"), f"fd {spec}")
+            fd = _dup(spec, f"fd {spec}")
+            if nstype(fd) != CLONE_NEWNET:
+                os.close(fd)
+                raise UsageError(f"fd {spec} is not a network namespace")
+            return cls(fd, f"fd {spec}")
         if not isinstance(spec, str):
             raise UsageError(f"netns must be a name, a path or an fd, not {type(spec).__name__}")
         path = spec if "/" in spec else path_of(spec)
@@ -122,13 +137,11 @@ class Netns:
         except OSError as e:
             raise KernelError.from_oserror(f"open netns {label}", e) from e
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or (st.st_size != 0):
+            if nstype(fd) != CLONE_NEWNET:
+                if "/" not in spec:
+                    # an unmounted leftover file under /run/netns (a half-made netns)
+                    raise NotFound(f"netns {label} does not exist (stale mount point)")
                 raise UsageError(f"{label} is not a network namespace")
-            # An nsfs inode lives on the nsfs device, not on the tmpfs of /run/netns; an
-            # unmounted leftover file (half-made netns) is a plain empty file.
-            if "/" not in spec and not _is_nsfs(path):
-                raise NotFound(f"netns {label} does not exist (stale mount point)")
         except BaseException:
             os.close(fd)
             raise

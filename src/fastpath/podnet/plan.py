@@ -166,6 +166,16 @@ def check_overlaps(underlay: ipaddress.IPv4Network, pod_cidrs: dict[str, ipaddre
                 raise UsageError(f"pod CIDR {c} of node {n} overlaps pod CIDR {d} of node {m}")
 
 
+def check_new_cidr(name: str, cidr: ipaddress.IPv4Network, underlay: ipaddress.IPv4Network,
+                   existing: dict[str, ipaddress.IPv4Network]) -> None:
+    """A node being added: its pod CIDR against the underlay and every existing node's."""
+    if cidr.overlaps(underlay):
+        raise UsageError(f"pod CIDR {cidr} of node {name} overlaps the underlay {underlay}")
+    for other, c in sorted(existing.items()):
+        if cidr.overlaps(c):
+            raise UsageError(f"pod CIDR {cidr} of node {name} overlaps pod CIDR {c} of node {other}")
+
+
 def plan_cluster(nodes: int = 2, pods: int = 2, *, underlay: str = DEFAULT_UNDERLAY,
                  pod_supernet: str = DEFAULT_POD_SUPERNET) -> ClusterPlan:
     if not 1 <= nodes <= 64:

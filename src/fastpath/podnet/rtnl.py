@@ -9,6 +9,7 @@ request, no forked helper. One Rtnl per netns is meant to be reused across many 
 from __future__ import annotations
 
 import errno as _errno
+import os
 import socket
 
 from fastpath.errors import AlreadyExists, KernelError, NotFound
@@ -45,14 +46,19 @@ class Rtnl:
             raise KernelError.from_oserror(f"{op} in netns {self.label}", e) from e
 
     def index(self, ifname: str) -> int | None:
-        found = self.ipr.link_lookup(ifname=ifname)
-        return found[0] if found else None
+        link = self.link(ifname)
+        return None if link is None else link["index"]
 
     def link(self, ifname: str):
-        idx = self.index(ifname)
-        if idx is None:
-            return None
-        got = self.call(f"get link {ifname}", "link", "get", index=idx)
+        """The link message, looked up by name in the kernel (RTM_GETLINK with IFLA_IFNAME:
+        one lookup; pyroute2's link_lookup dumps every link, O(links) per call), or None."""
+        from pyroute2.netlink.exceptions import NetlinkError
+        try:
+            got = self.ipr.link("get", ifname=ifname)
+        except NetlinkError as e:
+            if e.code == _errno.ENODEV:
+                return None
+            raise netlink_error(f"get link {ifname} in netns {self.label}", e) from e
         return got[0] if got else None
 
     def close(self) -> None:
@@ -71,7 +77,7 @@ class Rtnl:
 def netlink_error(op: str, e) -> Exception:
     code = getattr(e, "code", None) or 0
     msg = _errno.errorcode.get(code, "")
-    text = (str(e.args[1]) if len(e.args) > 1 else "") or __import__("os").strerror(code)
+    text = (str(e.args[1]) if len(e.args) > 1 else "") or os.strerror(code)
     if code == _errno.EEXIST:
         err = AlreadyExists(text, op=op, errno=code)
     elif code in (_errno.ENODEV, _errno.ESRCH) and "route" not in op:

@@ -8,21 +8,23 @@ iptables chains with it: nothing podnet makes lives outside its own namespaces.
 
 from __future__ import annotations
 
+import re
+
 from fastpath import naming
 from fastpath.podnet import netns
 
-# netns name parts podnet makes: naming.name("underlay"), naming.name("nodeN"),
-# naming.name("pod", NAME), naming.name("bench", ...)
-_PARTS = ("underlay", "node", "pod-", "bench-")
+# netns names podnet makes: naming.name("underlay"), naming.name("nodeN"),
+# naming.name("pod", NAME), naming.name("bench-...") (nodes named by `node add NAME`
+# are found through the state)
+_OURS = re.compile(r"^(underlay|node\d+|pod-[a-z0-9-]+|bench-[a-z0-9-]+)$")
 
 
-def ours(ns_name: str, node_netns: set[str] = frozenset()) -> bool:
-    if ns_name in node_netns:
+def ours(ns_name: str, known: set[str] = frozenset()) -> bool:
+    if ns_name in known:
         return True
     if not naming.owned(ns_name):
         return False
-    rest = ns_name[len(naming.scope()):]
-    return rest == "underlay" or rest.startswith(_PARTS)
+    return bool(_OURS.match(ns_name[len(naming.scope()):]))
 
 
 def sweep() -> list[str]:
