@@ -198,8 +198,8 @@ def test_check_wrong_prev_result_and_unknown(agent_node):
     assert node.cni("DEL", netns=pod).rc == 0
 
 
-def test_gc_removes_what_is_not_valid(anynode):
-    node = anynode
+def test_gc_removes_what_is_not_valid(agent_node):
+    node = agent_node
     pods = [node.add_pod_netns() for _ in range(3)]
     docs = {}
     for i, pod in enumerate(pods):
