@@ -20,8 +20,9 @@ Decisions:
 - The host veth name is a hash of (instance, network, container, ifname), so DEL finds
   it even when our record is lost.
 - The node's side (ip_forward, FP-FORWARD acceptance, policy untouched) is made sure of
-  on ADD; the agent remembers it per host netns (by its SO_NETNS_COOKIE, never reused)
-  for NODE_CHECK_TTL seconds, since checking costs two iptables runs (~10 ms).
+  on ADD and remembered per host netns (by its SO_NETNS_COOKIE, never reused within a
+  boot) for NODE_CHECK_TTL seconds, in the agent's memory or in the state database,
+  since checking costs two iptables runs (10-50 ms). CHECK always looks for real.
 
 Failure injection for tests: FASTPATH_CNI_FAIL_AT=ipam|record makes ADD fail right after
 that step (fastpath.podnet.attach has its own, FASTPATH_PODNET_FAIL_AT).
@@ -57,7 +58,7 @@ class _Warm:
     """What the agent keeps between requests: state connections, node checks."""
 
     conns: dict[str, object] = {}
-    node_checked: dict[tuple[int, int], float] = {}
+    node_checked: dict[int, float] = {}
     keep = False  # True in the agent
 
 
@@ -188,19 +189,24 @@ def _host_link(conf, env) -> str:
     return naming.link_name("cni", conf.name, env.container_id, env.ifname)
 
 
-def _ensure_node(host) -> None:
+def _ensure_node(host, store) -> None:
     """ip_forward on, FP-FORWARD accepting pod interfaces (FORWARD policy left as it is)."""
     from fastpath.podnet import netfilter, sysctl
     key = _netns_cookie(host)
-    if key is not None and time.monotonic() - _Warm.node_checked.get(key, -1e9) < NODE_CHECK_TTL:
-        return
+    if key is not None:
+        last = _Warm.node_checked.get(key) if _Warm.keep else store.node_checked_at(key)
+        if last is not None and time.time() - last < NODE_CHECK_TTL:
+            return
     if sysctl.read(host.ns, "net.ipv4.ip_forward") != "1":
         sysctl.write(host.ns, {"net.ipv4.ip_forward": 1})
     st = netfilter.forward_status(host.ns)
     if not (st["jump"] and st["accepts_pods"]):
         netfilter.ensure_forward(host.ns, policy_drop=False)
-    if _Warm.keep and key is not None:
-        _Warm.node_checked[key] = time.monotonic()
+    if key is not None:
+        if _Warm.keep:
+            _Warm.node_checked[key] = time.time()
+        else:
+            store.mark_node_checked(key)
 
 
 SO_NETNS_COOKIE = 71  # asm-generic/socket.h, Linux 5.14
@@ -245,7 +251,7 @@ def cmd_add(env, conf, host_ns, pod_ns):
     owner = ipam_owner(conf.name, env.container_id, env.ifname)
     host_link = _host_link(conf, env)
     with _open_pod(pod_ns, env) as pod, Rtnl(host_ns) as host:
-        _ensure_node(host)
+        _ensure_node(host, store)
         undo: list = []
         try:
             if conf.delegated:

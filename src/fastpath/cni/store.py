@@ -16,8 +16,11 @@ from dataclasses import dataclass
 
 from fastpath import naming, state
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DDL = """
+CREATE TABLE IF NOT EXISTS cni_nodes (
+  boot_id TEXT NOT NULL, netns_cookie INTEGER NOT NULL, checked REAL NOT NULL,
+  PRIMARY KEY (boot_id, netns_cookie));
 CREATE TABLE IF NOT EXISTS cni_attachments (
   space TEXT NOT NULL, network TEXT NOT NULL, container_id TEXT NOT NULL, ifname TEXT NOT NULL,
   address TEXT NOT NULL, host_link TEXT NOT NULL, netns TEXT NOT NULL, host_ns INTEGER,
@@ -84,6 +87,16 @@ class Store:
             args.append(network)
         return [self._row(r) for r in self.conn.execute(q + " ORDER BY created", args).fetchall()]
 
+    def node_checked_at(self, cookie: int) -> float | None:
+        """When the node side of netns `cookie` was last made sure of (this boot)."""
+        r = self.conn.execute("SELECT checked FROM cni_nodes WHERE boot_id=? AND netns_cookie=?",
+                              (boot_id(), cookie)).fetchone()
+        return r["checked"] if r else None
+
+    def mark_node_checked(self, cookie: int) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO cni_nodes (boot_id, netns_cookie, checked) "
+                          "VALUES (?, ?, ?)", (boot_id(), cookie, time.time()))
+
     def sweep(self) -> list[str]:
         """Drop every row of the space; delete host links wired in this namespace."""
         removed = []
@@ -98,10 +111,17 @@ class Store:
                     if idx:
                         ipr.link("del", index=idx[0])
                         removed.append(f"link {name}")
+        self.conn.execute("DELETE FROM cni_nodes")
         n = self.conn.execute("DELETE FROM cni_attachments WHERE space=?", (self.space,)).rowcount
         if n:
             removed.append(f"{n} CNI attachment records")
         return removed
+
+
+def boot_id() -> str:
+    # Netns cookies are unique within one boot only.
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
 
 
 def current_netns_inode() -> int:
