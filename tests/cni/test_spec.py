@@ -109,3 +109,22 @@ def test_cni_error_passes_through():
     assert error_from_exception(e) is e
     assert e.document() == {"cniVersion": "1.1.0", "code": 7,
                             "msg": "invalid network configuration: mtu", "details": "70000"}
+
+
+def test_request_environment_is_scoped(monkeypatch):
+    """In the agent, a request's FASTPATH_* (and the config's instance/stateDir) hold for
+    that request only."""
+    import os
+
+    from fastpath.cni import plugin
+    from fastpath.cni.config import parse
+    monkeypatch.setenv("FASTPATH_INSTANCE", "agent")
+    monkeypatch.delenv("FASTPATH_PODNET_FAIL_AT", raising=False)
+    conf = parse('{"cniVersion":"1.1.0","name":"n","type":"fastpath","podCIDR":"10.1.0.0/24",'
+                 '"instance":"conf1","stateDir":"/tmp/x"}')
+    with plugin._scoped_environ({"FASTPATH_PODNET_FAIL_AT": "veth", "FASTPATH_INSTANCE": "env1"}, conf):
+        assert os.environ["FASTPATH_INSTANCE"] == "conf1"
+        assert os.environ["FASTPATH_STATE_DIR"] == "/tmp/x"
+        assert os.environ["FASTPATH_PODNET_FAIL_AT"] == "veth"
+    assert os.environ["FASTPATH_INSTANCE"] == "agent"
+    assert "FASTPATH_PODNET_FAIL_AT" not in os.environ

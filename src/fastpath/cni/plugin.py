@@ -98,13 +98,9 @@ def _scoped_environ(environ: dict[str, str], conf):
         want["FASTPATH_INSTANCE"] = conf.instance
     if conf is not None and conf.state_dir:
         want["FASTPATH_STATE_DIR"] = conf.state_dir
-    keys = set(want)  # the request's values win; the agent's own stay for the rest
-    saved = {k: os.environ.get(k) for k in keys}
-    for k in keys:
-        if k in want:
-            os.environ[k] = want[k]
-        else:
-            os.environ.pop(k, None)
+    # The request's values win; the agent's own stay for what the request does not name.
+    saved = {k: os.environ.get(k) for k in want}
+    os.environ.update(want)
     try:
         yield
     finally:
