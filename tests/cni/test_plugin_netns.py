@@ -62,6 +62,12 @@ def test_add_check_del_roundtrip(anynode):
     assert tcp_source_seen(node, pod1.split("/")[-1], pod2.split("/")[-1], ip2) == \
         ip["address"].split("/")[0]
 
+    from tests.conftest import run_fastpath
+    listed = json.loads(run_fastpath("cni", "list", "--json",
+                                     env={**os.environ, "FASTPATH_STATE_DIR": node.state_dir}).stdout)
+    assert sorted((r["container_id"], r["address"]) for r in listed) == sorted(
+        [("c1", ip["address"]), ("c2", a2.doc["ips"][0]["address"])])
+
     conf = node.conf()
     chk = node.cni("CHECK", prev_result(conf, doc), cid="c1", netns=pod1)
     assert chk.rc == 0 and chk.out == "", chk.out

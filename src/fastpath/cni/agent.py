@@ -137,10 +137,12 @@ class Agent:
             conn.sendall(wire.encode_answer(rc, out))
         except OSError as e:
             print(f"fastpath agent: could not answer: {e}", file=sys.stderr)
-        if self.verbose:
+        if self.verbose or rc != 0:  # failures always reach the journal, in one line
             print(f"fastpath agent: {env.get('CNI_COMMAND', '?')} {env.get('CNI_CONTAINERID', '-')}/"
                   f"{env.get('CNI_IFNAME', '-')} from pid {pid}: exit {rc} in "
-                  f"{(time.perf_counter() - t0) * 1000:.1f} ms", file=sys.stderr, flush=True)
+                  f"{(time.perf_counter() - t0) * 1000:.1f} ms"
+                  + (f": {out.decode(errors='replace').strip()}" if rc != 0 else ""),
+                  file=sys.stderr, flush=True)
 
 
 def run(path: str, verbose: bool = False) -> int:

@@ -21,6 +21,11 @@ def register(sub) -> None:
     add_json_flag(ip)
     ip.set_defaults(func=_install)
 
+    lp = csub.add_parser("list", help="the pods attached through the CNI plugin on this node")
+    lp.add_argument("--network", default=None, help="only this network (the config's name)")
+    add_json_flag(lp)
+    lp.set_defaults(func=_list)
+
     a = sub.add_parser("agent", help="run the node agent that serves fastpath-cni requests (foreground)")
     a.add_argument("--socket", metavar="PATH", default=None,
                    help="Unix socket to listen on (default /run/fastpath/fp[-INSTANCE]-agent.sock)")
@@ -43,3 +48,22 @@ def _agent(args: argparse.Namespace) -> int:
     from fastpath.cni import agent, wire
 
     return agent.run(args.socket or wire.socket_path(), verbose=args.verbose)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from fastpath import state
+    from fastpath.output import emit, table
+
+    rows = []
+    if state.db_path().exists():
+        from fastpath.cni.store import Store
+        conn = state.connect()
+        rows = [] if not Store.exists(conn) else [{"network": a.network, "container_id": a.container_id, "ifname": a.ifname,
+                 "address": a.address, "host_link": a.host_link, "netns": a.netns,
+                 "ipam": a.ipam or "fastpath"} for a in Store(conn).list(args.network)]
+    emit(args, rows, lambda rs: table("CNI attachments", ["network", "container", "ifname", "address",
+                                                          "host link", "netns", "ipam"],
+                                      [(r["network"], r["container_id"][:16], r["ifname"],
+                                        r["address"], r["host_link"], r["netns"], r["ipam"])
+                                       for r in rs]))
+    return 0

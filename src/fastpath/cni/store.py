@@ -57,6 +57,12 @@ class Store:
         self.space = naming.scope() if space is None else space
         state.ensure_schema(self.conn, "cni.attachments", SCHEMA_VERSION, DDL)
 
+    @staticmethod
+    def exists(conn) -> bool:
+        """Whether the plugin ever wrote to this database (readers need not create tables)."""
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                            "name='cni_attachments'").fetchone() is not None
+
     def _row(self, r) -> Attachment:
         return Attachment(r["network"], r["container_id"], r["ifname"], r["address"],
                           r["host_link"], r["netns"], r["host_ns"], r["ipam"],

@@ -88,5 +88,7 @@ def sweep() -> list[str]:
     from fastpath import state
     if state.db_path().exists():
         from fastpath.cni.store import Store
-        removed += Store().sweep()
+        conn = state.connect()
+        if Store.exists(conn):
+            removed += Store(conn).sweep()
     return removed
