@@ -22,6 +22,8 @@ packages=(
   sockperf iperf3 haproxy wrk
   # a real container runtime for the CNI end-to-end test
   podman runc
+  # a static busybox: the rootfs of the image the CNI end-to-end test imports into podman
+  busybox-static
 )
 
 export DEBIAN_FRONTEND=noninteractive
