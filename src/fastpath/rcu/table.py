@@ -544,7 +544,7 @@ class SharedTable:
         for s in p.dead:
             self._free_slot(s)
         for st in p.stalled:
-            av.store(H_LAST_STALL_TID, st.slot.tid)
+            self._need().store(H_LAST_STALL_TID, st.slot.tid)
             log.warning("SharedTable reader pid %d tid %d stalled: no quiescent state for %.3fs",
                         st.slot.pid, st.slot.tid, st.waited)
             if self.on_stall:
