@@ -46,23 +46,25 @@ class _Section:
     """One thread's read-side section counter; it is its own context manager, so that
     `with domain.read():` costs one thread-local lookup and, outermost, two atomic adds."""
 
-    __slots__ = ("_av", "off", "nest", "release", "__weakref__")
+    __slots__ = ("_add", "off", "nest", "release", "__weakref__")
 
     def __init__(self, av: AtomicView, off: int) -> None:
-        self._av = av
+        self._add = av.fetch_add
         self.off = off
         self.nest = 0
 
     def __enter__(self) -> "_Section":
-        if not self.nest:
-            self._av.fetch_add(self.off, 1)   # odd: inside; seq_cst orders the loads after it
-        self.nest += 1
+        n = self.nest
+        self.nest = n + 1
+        if not n:
+            self._add(self.off, 1)   # odd: inside; seq_cst orders the loads after it
         return self
 
     def __exit__(self, *exc) -> None:
-        self.nest -= 1
-        if not self.nest:
-            self._av.fetch_add(self.off, 1)   # even: outside; the loads before it are done
+        n = self.nest - 1
+        self.nest = n
+        if not n:
+            self._add(self.off, 1)   # even: outside; the loads before it are done
 
 
 class _Qsbr:
@@ -275,29 +277,30 @@ class Domain:
 class Protected:
     """An RCU-protected reference (rcu_assign_pointer / rcu_dereference).
 
-    Readers call get() inside a read-side section (or between quiescent states) and may
-    use what they got until the section ends. The updater assign()s a new object; replace()
+    Readers call get(), or read `.value` (a plain slot read, the cheapest there is), inside a
+    read-side section (or between quiescent states) and may use what they got until the
+    section ends. The updater assign()s a new object; replace()
     also hands the old one to `retire` after a grace period (close an fd, free shm space).
     Updates to one reference must be serialized by the caller (or use RcuMap)."""
 
-    __slots__ = ("_value", "domain")
+    __slots__ = ("value", "domain")
 
     def __init__(self, domain: Domain, value: Any = None) -> None:
         self.domain = domain
-        self._value = value
+        self.value = value
 
     def get(self) -> Any:
-        return self._value
+        return self.value
 
     dereference = get
 
     def assign(self, value: Any) -> None:
         # A Python attribute store publishes a fully built object (the runtime guarantees
         # it, with or without the GIL); readers see the old or the new object, never a mix.
-        self._value = value
+        self.value = value
 
     def replace(self, value: Any, retire: Callable[[Any], Any] | None = None) -> Any:
-        old, self._value = self._value, value
+        old, self.value = self.value, value
         if retire is not None and old is not None:
             self.domain.call_rcu(retire, old)
         return old
@@ -318,27 +321,27 @@ class RcuMap(Mapping):
     # reads
     def snapshot(self) -> Mapping:
         """The current version: several reads that must agree, inside one section."""
-        return self._ref._value
+        return self._ref.value
 
     def __getitem__(self, key):
-        return self._ref._value[key]
+        return self._ref.value[key]
 
     def get(self, key, default=None):
-        return self._ref._value.get(key, default)
+        return self._ref.value.get(key, default)
 
     def __contains__(self, key) -> bool:
-        return key in self._ref._value
+        return key in self._ref.value
 
     def __iter__(self) -> Iterator:
-        return iter(self._ref._value)
+        return iter(self._ref.value)
 
     def __len__(self) -> int:
-        return len(self._ref._value)
+        return len(self._ref.value)
 
     # writes
     def _publish(self, change: Callable[[dict], list]) -> None:
         with self._wlock:
-            new = dict(self._ref._value)
+            new = dict(self._ref.value)
             displaced = change(new)
             self._ref.assign(MappingProxyType(new))
         if self.on_retire is not None:

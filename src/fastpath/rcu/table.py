@@ -53,6 +53,7 @@ import os
 import struct
 import threading
 import time
+import zlib
 from typing import Callable, Iterable
 
 from fastpath._atomic import AtomicView, fence
@@ -99,6 +100,10 @@ S_START = 24
 S_REGISTERED_NS = 32
 
 _U64 = struct.Struct("<Q")
+_NB = struct.Struct("<I").unpack_from
+_II = struct.Struct("<II").unpack_from
+_HI = struct.Struct("<HI").unpack_from
+_crc32 = zlib.crc32
 SWEEP_EVERY = 0.25   # seconds between the writer's sweeps for dead readers' slots
 
 
@@ -127,11 +132,13 @@ class Reader:
     Use a Reader from the thread that made it (its slot names that thread). Lookups return
     copies (bytes), so nothing read stays referenced after the next quiescent()."""
 
-    __slots__ = ("_table", "_av", "_buf", "_vsize", "index", "_qs_off", "_tid_off", "closed")
+    __slots__ = ("_table", "_av", "_load", "_buf", "_vsize", "index", "_qs_off", "_tid_off",
+                 "closed")
 
     def __init__(self, table: "SharedTable", index: int) -> None:
         self._table = table
         self._av = table._av
+        self._load = table._av.load
         self._buf = table._region.buf
         self._vsize = table.version_size
         self.index = index
@@ -140,12 +147,34 @@ class Reader:
         self.closed = False
 
     def lookup(self, key: bytes) -> bytes | None:
-        """The value of `key` in the current version, or None."""
-        base = self._av.load(H_CURRENT)
+        """The value of `key` in the current version, or None.
+
+        layout.lookup inlined: this is the hot path of every reader (one atomic load, then
+        plain reads of an immutable version; bounds checks as in layout.lookup)."""
+        base = self._load(H_CURRENT)
         if not base:
             return None
-        v = layout.lookup(self._buf, base, key, self._vsize)
-        return None if v is None else v.tobytes()
+        buf = self._buf
+        size = self._vsize
+        nb = _NB(buf, base + 16)[0]
+        if nb & (nb - 1) or 32 + 8 * nb > size:
+            raise layout.TornRead(f"version at {base}: bad bucket count {nb:#x}")
+        h = _crc32(key)
+        mask = nb - 1
+        i = h & mask
+        b = base + layout.HEADER
+        while True:
+            eh, eo = _II(buf, b + 8 * i)
+            if eo == 0:
+                return None
+            if eh == h and eo != layout.TOMB:
+                kl, vl = _HI(buf, base + eo)
+                p = base + eo + 6
+                if eo + 6 + kl + vl > size:
+                    raise layout.TornRead(f"version at {base}: entry at {eo:#x} overruns it")
+                if buf[p:p + kl] == key:
+                    return buf[p + kl:p + kl + vl].tobytes()
+            i = (i + 1) & mask
 
     def get(self, key: bytes, default=None):
         v = self.lookup(key)
@@ -369,6 +398,14 @@ class SharedTable:
     def get(self, key: bytes, default=None):
         v = self.lookup(key)
         return default if v is None else v
+
+    def peek(self, key: bytes) -> bytes | None:
+        """A lookup with no RCU protection and no slot: correct only while something else
+        (a lock held against the writer) keeps the version from being reused. For the
+        lock-guarded peers in `fastpath bench rcu`."""
+        base = self._need().load(H_CURRENT)
+        v = layout.lookup(self._region.buf, base, key, self.version_size) if base else None
+        return None if v is None else v.tobytes()
 
     def quiescent(self) -> None:
         if not self.is_writer:
