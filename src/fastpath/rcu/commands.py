@@ -89,13 +89,18 @@ def _stats(args: argparse.Namespace) -> int:
         if not d["tables"]:
             return "no SharedTable is live in this instance (a writer registers one while it runs)"
         c = console()
-        c.print(table("SharedTables", ["table", "writer", "entries", "publishes", "grace periods",
-                                       "gp mean ms", "gp max ms", "pending", "readers online",
-                                       "stalls", "dead"],
-                      [(t["name"], t["writer_pid"], t["entries"], t["publishes"], t["grace_periods"],
-                        f"{t['gp_mean_ms']:.3f}", f"{t['gp_max_ms']:.3f}", t["pending"],
-                        f"{t['readers_online']}/{len(t['readers'])}", t["stalls"], t["dead_readers"])
-                       for t in d["tables"]]))
+        for t in d["tables"]:
+            c.print(table(f"SharedTable {t['name']} (writer pid {t['writer_pid']})", ["", "value"], [
+                ("entries", t["entries"]), ("publishes", t["publishes"]),
+                ("grace periods", t["grace_periods"]),
+                ("grace period mean / max", f"{t['gp_mean_ms']:.3f} / {t['gp_max_ms']:.3f} ms"),
+                ("synchronize() calls", t["synchronize_calls"]),
+                ("pending (versions waiting for a grace period)", f"{t['pending']} of {t['versions']}"),
+                ("readers online / registered", f"{t['readers_online']} / {len(t['readers'])}"
+                 f" (of {t['reader_slots']} slots)"),
+                ("stalls reported", t["stalls"]), ("dead readers freed", t["dead_readers"]),
+                ("version size", f"{t['version_size']} bytes"),
+            ]))
         rows = [(t["name"], r["slot"], r["pid"], r["tid"], "online" if r["online"] else "offline",
                  r["qs_token"], "yes" if r["alive"] else "DEAD")
                 for t in d["tables"] for r in t["readers"]]

@@ -491,7 +491,8 @@ class SharedTable:
             self._cur = idx
             if old >= 0:
                 self.grace.retire(old, self._new_token())
-            self._reclaim()
+            if not self._reclaim():
+                self._write_stats()   # pending changed even if nothing came back
 
     def _publishes(self) -> int:
         return self._need().load(H_PUBLISHES)

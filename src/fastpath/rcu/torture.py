@@ -118,7 +118,7 @@ def _reader_thread(table, counters: _Counters, proc: int, nkeys: int, deadline: 
                     bad += 1
                     _report(wfd, lock, sent, f"pid {os.getpid()}: {e}")
                 r.quiescent()
-                if rnd.random() < 0.002:   # an event loop blocking now and then
+                if rnd.random() < 0.0002:   # an event loop blocking now and then
                     r.offline()
                     time.sleep(rnd.random() * 0.002)
                     r.online()
