@@ -307,6 +307,13 @@ def _run(res: BenchResult, s: _Setup, duration: float, rounds: int) -> None:
             _collect(*r)
         res.add_series(f"synchronize_us_{n}r", samples, unit="us")
 
+    # Cost breakdown, one process, nothing else running in it: why the lock peers are only
+    # a few times slower here. A Python lookup costs about a microsecond; an uncontended lock
+    # adds a fraction of that, so (lookup + lock) / lookup stays small unless the lock is
+    # contended; and with 2 readers on 2 CPUs an exclusive lock at most halves throughput.
+    for k, v in _breakdown(s, rounds).items():
+        res.add_series(k, v, unit="ns per op")
+
     # In-process read side.
     res_in = _inprocess(rounds)
     for k, v in res_in.items():
@@ -332,6 +339,47 @@ def _run(res: BenchResult, s: _Setup, duration: float, rounds: int) -> None:
                      "readers take and release the lock around every lookup")
     res.notes.append("in-process figures are ns per loop iteration, loop overhead included in "
                      "every series")
+
+
+def _breakdown(s: _Setup, rounds: int, n: int = 50_000) -> dict[str, list[float]]:
+    from fastpath.rcu.table import SharedTable
+    t = SharedTable.attach(s.table.fd)
+    r = t._default
+    lf = os.open(s.lockpath, os.O_RDWR)
+    keys = s.keys
+    nk = len(keys)
+    lock = s.lock
+
+    def lookup():
+        look = r.lookup
+        t0 = time.perf_counter_ns()
+        for i in range(n):
+            look(keys[i % nk])
+        r.quiescent()
+        return (time.perf_counter_ns() - t0) / n
+
+    def mplock():
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            with lock:
+                pass
+        return (time.perf_counter_ns() - t0) / n
+
+    def flock():
+        fl, SH, UN = fcntl.flock, fcntl.LOCK_SH, fcntl.LOCK_UN
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            fl(lf, SH)
+            fl(lf, UN)
+        return (time.perf_counter_ns() - t0) / n
+
+    try:
+        return {f"cost_{k}_ns": v for k, v in interleave(
+            {"lookup": lookup, "mplock_acquire_release": mplock,
+             "flock_sh_un": flock}, rounds, warmup=1).items()}
+    finally:
+        os.close(lf)
+        t.close()
 
 
 def _inprocess(rounds: int, n: int = 320_000) -> dict[str, list[float]]:

@@ -43,6 +43,11 @@ the call... values returned are copies, so only snapshots matter), and `offline(
 blocking for long (epoll_wait), `online()` after. A dead reader is found by its
 (tid, starttime) (liveness.py) and its slot freed; a reader that blocks a grace period for
 `stall_after` seconds is reported (log, `stalls` counter, `on_stall`).
+
+Trust: readers map the region writable, because their slots live in it; a reader process
+is trusted as far as any process the agent hands the fd to. (A reader killed between
+claiming a slot and recording its start time leaves that slot taken but offline: it costs
+a slot, never a grace period.)
 """
 
 from __future__ import annotations
@@ -218,6 +223,7 @@ class Reader:
         if self._table._av is None:
             return
         self._av.store(self._qs_off, 0)
+        self._av.store(self._tid_off + (S_START - S_TID), 0)
         self._av.store(self._tid_off, 0)
 
 
@@ -554,6 +560,7 @@ class SharedTable:
         av = self._need()
         base = self.slots_off + s.index * SLOT_SIZE
         av.store(base + S_QS, 0)
+        av.store(base + S_START, 0)
         av.store(base + S_TID, 0)
         log.info("SharedTable reader pid %d tid %d died; slot %d freed", s.pid, s.tid, s.index)
 
@@ -562,7 +569,7 @@ class SharedTable:
         that block them anyway; this frees the offline ones before the slots run out)."""
         n = 0
         for s in self.slots():
-            if not liveness.alive(s.tid, s.starttime):
+            if not _alive(s):
                 self._free_slot(s)
                 n += 1
         if n:
@@ -577,7 +584,7 @@ class SharedTable:
             self.sweep()
         if not self.grace.pending:
             return 0
-        p = self.grace.poll(self.slots(), lambda s: liveness.alive(s.tid, s.starttime))
+        p = self.grace.poll(self.slots(), _alive)
         self._last_poll = p
         for s in p.dead:
             self._free_slot(s)
@@ -655,6 +662,13 @@ class SharedTable:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _alive(s: Slot) -> bool:
+    """Start time 0: a reader between claiming the slot and recording who it is (it cannot
+    be online yet). Freeing such a slot would leave the registering reader invisible, so
+    it counts as alive. Slots are freed with the start time zeroed before the tid."""
+    return s.starttime == 0 or liveness.alive(s.tid, s.starttime)
 
 
 def _ok_part(name: str) -> bool:
