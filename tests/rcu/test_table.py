@@ -249,3 +249,24 @@ def test_registry_and_stats_through_proc(table, fastpath):
     assert out["tables"][0]["synchronize_calls"] == 1
     assert fastpath("rcu", "stats", "nope", check=False).returncode == 2
     assert "svc" in fastpath("rcu", "stats").stdout
+
+
+def test_dead_offline_readers_slots_are_swept(table):
+    def child():
+        t = SharedTable.attach(table.fd)
+        t.offline()
+        os._exit(0)            # dies offline: blocks nothing, but holds a slot
+
+    pid = fork(child)
+    os.waitpid(pid, 0)
+    assert [r["pid"] for r in table.stats()["readers"]] == [pid]
+    table.synchronize(timeout=1)          # offline: no wait, and not freed by the grace period
+    assert table.sweep() == 1
+    assert table.stats()["readers"] == [] and table.stats()["dead_readers"] == 1
+
+
+def test_a_slot_being_registered_is_not_swept():
+    from fastpath.rcu.grace import Slot
+    from fastpath.rcu.table import _alive
+    assert _alive(Slot(0, qs=0, tid=999_999_999, pid=1, starttime=0))
+    assert not _alive(Slot(0, qs=0, tid=999_999_999, pid=1, starttime=5))
