@@ -61,7 +61,8 @@ def _torture(args: argparse.Namespace) -> int:
                       on_progress=progress)
 
     def render(r):
-        rows = [(k, v) for k, v in r.items() if k not in ("errors", "ok")]
+        rows = [(k, v) for k, v in r.items() if k not in ("errors", "ok", "domain")]
+        rows += [(f"domain {k}", v) for k, v in r.get("domain", {}).items()]
         rows.append(("result", "PASS: zero bad reads" if r["ok"] else "FAIL"))
         t = table("fastpath rcu torture", ["", "value"],
                   [(k, f"{v:.3f}" if isinstance(v, float) else v) for k, v in rows])

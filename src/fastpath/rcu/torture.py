@@ -21,6 +21,7 @@ seconds of reaping.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -215,7 +216,10 @@ def _domain_process(counters_region: Region, proc: int, threads: int, deadline: 
         t.join()
     d.barrier(timeout=10)
     d.close()
-    counters.add(proc, 0, 0, 0)
+    st = d.stats()
+    os.write(wfd, ("domain-stats " + json.dumps({k: st[k] for k in (
+        "grace_periods", "gp_mean_ms", "gp_max_ms", "callbacks_run", "callback_errors",
+        "pending_callbacks")}) + "\n").encode())
 
 
 def run(seconds: float = 10.0, *, readers: int = 3, threads: int = 2, nkeys: int = 512,
@@ -360,8 +364,13 @@ def run(seconds: float = 10.0, *, readers: int = 3, threads: int = 2, nkeys: int
             os.waitpid(pid, 0)
             errors.append(f"pid {pid}: did not stop by the deadline; killed")
         os.close(wfd)
+        domain_stats = {}
         try:
-            errors += os.read(rfd, 1 << 16).decode(errors="replace").splitlines()
+            for line in os.read(rfd, 1 << 16).decode(errors="replace").splitlines():
+                if line.startswith("domain-stats "):
+                    domain_stats = json.loads(line.split(" ", 1)[1])
+                else:
+                    errors.append(line)
         except BlockingIOError:
             pass
         os.close(rfd)
@@ -380,5 +389,6 @@ def run(seconds: float = 10.0, *, readers: int = 3, threads: int = 2, nkeys: int
         "readers_killed": killed, "grace_periods": stats["grace_periods"],
         "gp_mean_ms": stats["gp_mean_ms"], "gp_max_ms": stats["gp_max_ms"],
         "dead_readers_reclaimed": stats["dead_readers"], "stalls": stats["stalls"],
+        "domain": domain_stats,
         "errors": errors, "ok": bad == 0 and crashed == 0 and not errors and reads > 0,
     }
