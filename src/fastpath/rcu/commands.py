@@ -26,9 +26,9 @@ def register(sub) -> None:
     add_json_flag(t)
     t.set_defaults(func=_torture)
 
-    s = rsub.add_parser("stats", help="grace periods, latency, pending reclamations, readers "
-                        "of this instance's shared tables")
-    s.add_argument("name", nargs="?", help="one table (default: all)")
+    s = rsub.add_parser("stats", help="grace periods, latency, pending reclamations and "
+                        "callbacks, readers of this instance's shared tables and registered domains")
+    s.add_argument("name", nargs="?", help="one table or domain (default: all)")
     add_json_flag(s)
     s.set_defaults(func=_stats)
 
@@ -82,14 +82,23 @@ def _stats(args: argparse.Namespace) -> int:
     if args.name:
         notes = [n for n in notes if n["name"] == args.name]
         if not notes:
-            raise NotFound(f"no live SharedTable named {args.name!r} in this instance",
+            raise NotFound(f"no live SharedTable or RCU domain named {args.name!r} in this instance",
                            hint="`fastpath rcu stats` lists them")
-    data = {"tables": [registry.read(n) for n in notes]}
+    data = {"tables": [registry.read(n) for n in notes if n.get("kind", "table") == "table"],
+            "domains": [registry.read(n) for n in notes if n.get("kind") == "domain"]}
 
     def render(d):
-        if not d["tables"]:
-            return "no SharedTable is live in this instance (a writer registers one while it runs)"
+        if not d["tables"] and not d["domains"]:
+            return ("no SharedTable or registered RCU domain is live in this instance "
+                    "(a writer registers one while it runs)")
         c = console()
+        if d["domains"]:
+            c.print(table("RCU domains (in-process)", ["domain", "pid", "grace periods",
+                                                       "gp mean ms", "gp max ms", "pending cbs",
+                                                       "cbs run", "readers"],
+                          [(x["name"], x["pid"], x["grace_periods"], f"{x['gp_mean_ms']:.3f}",
+                            f"{x['gp_max_ms']:.3f}", x["pending_callbacks"], x["callbacks_run"],
+                            x["readers"]) for x in d["domains"]]))
         for t in d["tables"]:
             c.print(table(f"SharedTable {t['name']} (writer pid {t['writer_pid']})", ["", "value"], [
                 ("entries", t["entries"]), ("publishes", t["publishes"]),

@@ -331,7 +331,7 @@ class SharedTable:
         t.publish({})
         if register:
             from fastpath.rcu import registry
-            t._registry_path = registry.register(name, os.getpid(), region.fd, size)
+            t._registry_path = registry.register(name, os.getpid(), region.fd, size, "table")
         return t
 
     @classmethod

@@ -162,11 +162,11 @@ def _poison(res: _Res) -> None:
 
 
 def _domain_process(counters_region: Region, proc: int, threads: int, deadline: float,
-                    wfd: int) -> None:
+                    wfd: int, name: str) -> None:
     """Torture the in-process Domain: readers must never see a retired (poisoned) object."""
     from fastpath.rcu.domain import Domain, Protected
     counters = _Counters(counters_region)
-    d = Domain("torture")
+    d = Domain(name, register=True)   # listed by `fastpath rcu stats` while it runs
     refs = [Protected(d, _Res(i)) for i in range(4)]
     lock, sent = threading.Lock(), [0]
 
@@ -286,7 +286,7 @@ def run(seconds: float = 10.0, *, readers: int = 3, threads: int = 2, nkeys: int
         dom_pid = None
         if domain_threads:
             dom_pid = spawn(_domain_process, lambda idx: (counters_region, idx, domain_threads,
-                                                          deadline, wfd))
+                                                          deadline, wfd, name))
         for _ in range(readers):
             spawn_reader()
         next_kill = time.monotonic() + kill_every * (0.5 + rnd.random())
