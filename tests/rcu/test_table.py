@@ -270,3 +270,31 @@ def test_a_slot_being_registered_is_not_swept():
     from fastpath.rcu.table import _alive
     assert _alive(Slot(0, qs=0, tid=999_999_999, pid=1, starttime=0))
     assert not _alive(Slot(0, qs=0, tid=999_999_999, pid=1, starttime=5))
+
+
+SCM_SCRIPT = r"""
+import socket, sys
+from fastpath.rcu.table import SharedTable
+sock = socket.socket(fileno=int(sys.argv[1]))
+msg, fds, flags, addr = socket.recv_fds(sock, 16, 1)
+t = SharedTable.attach(fds[0])
+print(t.lookup(b"svc").decode(), flush=True)
+t.close()
+"""
+
+
+def test_attach_an_fd_received_with_scm_rights(table):
+    import socket
+    table.update(b"svc", b"10.0.0.1:80")
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    p = subprocess.Popen([sys.executable, "-c", SCM_SCRIPT, str(b.fileno())], pass_fds=[b.fileno()],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        b.close()
+        socket.send_fds(a, [b"table"], [table.fd])
+        assert p.stdout.readline().strip() == "10.0.0.1:80"
+        assert p.wait(10) == 0
+    finally:
+        a.close()
+        p.kill()
+        p.wait()

@@ -493,6 +493,8 @@ def plot(result: BenchResult, path: str) -> None:
     ax.set_title("in-process read side")
     for a in axes:
         a.tick_params(axis="x", labelsize=8)
+    plt.setp(axes[3].get_xticklabels(), rotation=25, ha="right")
+    axes[2].set_yscale("log")
     fig.suptitle("fastpath bench rcu (2-CPU shared VM; medians of interleaved rounds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

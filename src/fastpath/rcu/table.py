@@ -337,7 +337,12 @@ class SharedTable:
     @classmethod
     def attach(cls, fd: int, *, reader: bool = True) -> "SharedTable":
         """Map the table in `fd` (the caller keeps its fd; we map a dup). With `reader`, the
-        calling thread registers a slot and goes online."""
+        calling thread registers a slot and goes online.
+
+        The fd may be inherited (fork, pass_fds) or received over a unix socket with
+        SCM_RIGHTS (socket.recv_fds, or fastpath.shm's hand-over: send it without
+        `readonly`, since readers write their slots, and attach `received.region.fd`). The
+        writer sealed the size (F_SEAL_SHRINK|GROW), so this mapping can never SIGBUS."""
         try:
             size = os.fstat(fd).st_size
             own = os.dup(fd)
