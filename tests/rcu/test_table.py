@@ -227,6 +227,8 @@ def test_bad_uses(table):
         r.close()
     with Region.create(4096) as other, pytest.raises(UsageError, match="SharedTable"):
         SharedTable.attach(other.fd)
+    with Region.create(0) as empty, pytest.raises(UsageError, match="SharedTable"):
+        SharedTable.attach(empty.fd)
     with pytest.raises(UsageError):
         SharedTable.create(1024, versions=1, register=False)
     from fastpath.rcu.layout import TableFull

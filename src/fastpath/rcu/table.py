@@ -267,6 +267,8 @@ class SharedTable:
                  stall_after: float | None = None, poison: bool = False,
                  on_stall: Callable[[Stall], None] | None = None) -> None:
         self._region = region
+        if region.size < HEADER_SIZE:
+            raise UsageError(f"fd {region.fd} ({region.size} bytes) does not hold a fastpath SharedTable")
         self._av: AtomicView | None = AtomicView(region.buf)
         buf = region.buf
         if len(buf) < HEADER_SIZE or self._av.load(H_MAGIC) != REGION_MAGIC:
