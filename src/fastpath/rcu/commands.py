@@ -49,6 +49,9 @@ def _torture(args: argparse.Namespace) -> int:
     _check_positive("--keys", args.keys)
     _check_positive("--kill-every", args.kill_every, zero_ok=True)
     _check_positive("--domain-threads", args.domain_threads, zero_ok=True)
+    from fastpath.errors import UsageError
+    if args.readers > 64 or args.threads > 16 or args.domain_threads > 16:
+        raise UsageError("at most 64 reader processes, 16 threads each, 16 domain threads")
     progress = None
     if not wants_json(args) and sys.stderr.isatty():
         c = console(stderr=True)

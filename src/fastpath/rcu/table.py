@@ -308,10 +308,11 @@ class SharedTable:
         """A new table whose versions hold `capacity` bytes each; this process is its writer.
 
         With `register`, the table is listed for `fastpath rcu stats` under `name`."""
+        if not _ok_part(name):
+            raise UsageError(f"table name {name!r}: use lowercase letters, digits and '-'")
         vsize, voff, size = geometry(capacity, readers, versions)
         from fastpath import naming
-        region = Region.create(size, naming.name("rcu", name) if _ok_part(name) else "fp-rcu",
-                               populate=True)
+        region = Region.create(size, naming.name("rcu", name), populate=True)
         try:
             av = AtomicView(region.buf)
             try:
@@ -330,7 +331,11 @@ class SharedTable:
         except BaseException:
             region.close()
             raise
-        t.publish({})
+        try:
+            t.publish({})
+        except BaseException:
+            t.close()
+            raise
         if register:
             from fastpath.rcu import registry
             t._registry_path = registry.register(name, os.getpid(), region.fd, size, "table")
@@ -680,7 +685,7 @@ def _alive(s: Slot) -> bool:
 
 def _ok_part(name: str) -> bool:
     import re
-    return bool(re.fullmatch(r"[a-z0-9][a-z0-9-]*", name))
+    return bool(re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name))
 
 
 def read_stats(buf) -> dict:

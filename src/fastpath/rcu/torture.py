@@ -230,13 +230,13 @@ def run(seconds: float = 10.0, *, readers: int = 3, threads: int = 2, nkeys: int
 
     seed = random.randrange(1 << 30) if seed is None else seed
     rnd = random.Random(seed)
+    capacity = 32 + 8 * 2048 + nkeys * 400 + 4096
+    table = SharedTable.create(capacity, readers=max(64, readers * threads * 4), versions=32,
+                               name=name, poison=True, stall_after=2.0)
     counters_region = Region.create(MAX_PROCS * 32, "fp-rcu-torture-counters")
     counters = _Counters(counters_region)
     rfd, wfd = os.pipe()
     os.set_blocking(rfd, False)
-    capacity = 32 + 8 * 2048 + nkeys * 400 + 4096
-    table = SharedTable.create(capacity, readers=max(64, readers * threads * 4), versions=32,
-                               name=name, poison=True, stall_after=2.0)
     t0 = time.monotonic()
     deadline = t0 + seconds
     procs: dict[int, int] = {}      # pid -> counter index
