@@ -464,10 +464,11 @@ def plot(result: BenchResult, path: str) -> None:
         vals = [ser[f"{m}_{n}r"]["median"] for n in (1, 2)]
         ax.bar([x + j * 0.27 for x in range(2)], vals, 0.27, label=label, color=color)
     ax.set_xticks([0.27, 1.27], ["1 reader", "2 readers"])
+    top = max(ser[f"{m}_{n}r"]["median"] for m, _, _ in modes for n in (1, 2))
+    ax.set_ylim(0, top * 1.45)
     ax.set_ylabel("lookups/s per reader (median)")
-    ax.set_yscale("log")
     ax.set_title("lookups, writer at 1 kHz")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
 
     ax = axes[1]
     labels = ["p50 idle", "p50 active", "p99 idle", "p99 active"]
