@@ -106,8 +106,9 @@ S_REGISTERED_NS = 32
 
 _U64 = struct.Struct("<Q")
 _NB = struct.Struct("<I").unpack_from
-_II = struct.Struct("<II").unpack_from
-_HI = struct.Struct("<HI").unpack_from
+_BUCKET = layout.BUCKET.unpack_from
+# Reader.lookup inlines layout.lookup with these constants.
+assert layout.HEADER == 32 and layout.BUCKET_SIZE == 16 and layout.TOMB == 0xFFFFFFFF
 _crc32 = zlib.crc32
 SWEEP_EVERY = 0.25   # seconds between the writer's sweeps for dead readers' slots
 
@@ -162,21 +163,20 @@ class Reader:
         buf = self._buf
         size = self._vsize
         nb = _NB(buf, base + 16)[0]
-        if nb & (nb - 1) or 32 + 8 * nb > size:
+        if nb & (nb - 1) or 32 + 16 * nb > size:
             raise layout.TornRead(f"version at {base}: bad bucket count {nb:#x}")
         h = _crc32(key)
         mask = nb - 1
         i = h & mask
-        b = base + layout.HEADER
+        b = base + 32
         while True:
-            eh, eo = _II(buf, b + 8 * i)
+            eh, eo, kl, vl = _BUCKET(buf, b + 16 * i)
             if eo == 0:
                 return None
-            if eh == h and eo != layout.TOMB:
-                kl, vl = _HI(buf, base + eo)
-                p = base + eo + 6
-                if eo + 6 + kl + vl > size:
+            if eh == h and eo != 0xFFFFFFFF:
+                if eo + kl + vl > size:
                     raise layout.TornRead(f"version at {base}: entry at {eo:#x} overruns it")
+                p = base + eo
                 if buf[p:p + kl] == key:
                     return buf[p + kl:p + kl + vl].tobytes()
             i = (i + 1) & mask
