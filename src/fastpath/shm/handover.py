@@ -16,11 +16,13 @@ Kernel facts relied on (unix(7), cmsg(3), memfd_create(2), fcntl(2)):
   us with SIGBUS on the next read, no exception possible.) Hence the order: seals, then
   fstat, then mmap.
 
-Protocol: the client connects and sends one message (a REGION or a CHANNEL header with its
-fds); the server answers with a REPLY (OK, or a refusal with errno and a one-line reason)
-and the client raises HandoverRefused on a refusal. A server that does not allow the peer
-answers the refusal right after accept, without reading the peer's message at all: its fds
-are dropped by the kernel when the connection closes, and nothing is ever mapped.
+Protocol: right after accept the server checks SO_PEERCRED and sends a greeting, a REPLY
+that is OK or a refusal; the client waits for it in connect() before it sends anything, so
+a refused client never hands over a single fd and gets the reason as one clear line. (A
+server closing with unread data in its queue would give the client ECONNRESET instead of
+the reason.) Then the client sends one message (a REGION or a CHANNEL header with its
+fds) and the server answers with a REPLY again: OK, or a refusal with errno and a reason,
+which the client raises as HandoverRefused.
 """
 
 from __future__ import annotations
@@ -212,6 +214,12 @@ class Received:
     def close(self) -> None:
         self.region.close()
 
+    def __enter__(self) -> "Received":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 class Connection:
     """One SOCK_SEQPACKET connection, either side. Owns its socket; closes once."""
@@ -227,7 +235,7 @@ class Connection:
             s.settimeout(timeout)
             s.connect(path)
             s.settimeout(None)
-            return cls(s, PeerCred.of(s))
+            conn = cls(s, PeerCred.of(s))
         except FileNotFoundError as e:
             s.close()
             raise UsageError(f"no socket at {path}", op="connect", errno=e.errno,
@@ -235,6 +243,12 @@ class Connection:
         except OSError as e:
             s.close()
             raise KernelError.from_oserror(f"connect {path}", e) from e
+        try:
+            conn.wait_reply(timeout, f"connect {path}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -344,6 +358,7 @@ class Listener:
             conn.close()
             raise PeerNotAllowed(msg, op=f"accept on {self.path}", errno=errno.EACCES,
                                  hint="add it with --allow-uid/--allow-gid")
+        conn.reply(True, "ready")
         return conn
 
     def close(self) -> None:
