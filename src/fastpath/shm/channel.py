@@ -126,12 +126,15 @@ class _Side:
                         os.eventfd_read(fd)
                     except BlockingIOError:
                         pass  # the counter was drained already: a spurious wakeup
-                elif fd == self._pidfd or fd == self.conn.fileno():
-                    if fd == self._pidfd or self._socket_gone():
-                        self._dead = True
-                        for f in (self.conn.fileno(), self._pidfd):
-                            if f >= 0:
-                                self._poller.unregister(f)
+                elif not self._dead and (fd == self._pidfd or self._socket_gone()):
+                    self._mark_dead()
+
+    def _mark_dead(self) -> None:
+        """The peer is gone: stop polling its socket and pidfd (both stay readable)."""
+        self._dead = True
+        for f in (self.conn.fileno(), self._pidfd):
+            if f >= 0:
+                self._poller.unregister(f)
 
     def _socket_gone(self) -> bool:
         """The peer never sends after set-up: readable means EOF, or garbage we discard."""
@@ -158,8 +161,9 @@ class _Side:
         """A non-blocking check, one poll(2)."""
         if not self._dead:
             for fd, _ in self._poller.poll(0):
-                if fd == self._pidfd or (fd == self.conn.fileno() and self._socket_gone()):
-                    self._dead = True
+                if not self._dead and (fd == self._pidfd or
+                                       (fd == self.conn.fileno() and self._socket_gone())):
+                    self._mark_dead()
         return not self._dead
 
     # -- closing ---------------------------------------------------------------------------
