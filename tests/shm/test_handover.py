@@ -257,3 +257,38 @@ def test_plain_stream_socket_clients_are_refused(sock_path):
         with pytest.raises(OSError):
             s.connect(sock_path)
         s.close()
+
+
+def _connect_and_die(path):
+    Connection.connect(path)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_sender_dying_before_its_message_is_reported_not_a_hang(sock_path, peers):
+    from fastpath.shm.errors import PeerDied
+    with Listener(sock_path) as lis:
+        p = peers.start(_connect_and_die, sock_path)
+        with lis.accept(timeout=10) as conn:
+            with pytest.raises(PeerDied, match="closed the connection before sending"):
+                conn.recv_region(timeout=10)
+        p.join(10)
+        assert p.exitcode == -signal.SIGKILL
+
+
+def _send_sparse(path, size, rep):
+    with Connection.connect(path) as c, Region.create(size, "fp-t-sparse") as r:
+        try:
+            c.send_region(r)
+            rep.put("accepted")
+        except HandoverRefused as e:
+            rep.put(str(e))
+    os._exit(0)
+
+
+def test_region_over_the_size_limit_is_refused(sock_path, peers, report):
+    with Listener(sock_path) as lis:
+        peers.start(_send_sparse, sock_path, 1 << 30, report)  # sparse: costs no memory
+        with lis.accept(timeout=10) as conn:
+            with pytest.raises(HandoverRefused, match="exceeds the 1048576-byte limit"):
+                conn.recv_region(max_size=1 << 20)
+        assert "limit" in report.get()

@@ -49,8 +49,8 @@ from fastpath.errors import KernelError, UsageError
 from fastpath.shm import header as hdr
 from fastpath.shm import ring
 from fastpath.shm.errors import ChannelClosed, ChannelTimeout, HandoverRefused, PeerDied
-from fastpath.shm.handover import (Connection, check_eventfd, close_fds, map_received,
-                                   recv_message, send_message)
+from fastpath.shm.handover import (MAX_REGION, Connection, check_eventfd, close_fds,
+                                   map_received, recv_message, send_message)
 from fastpath.shm.memfd import Region
 
 _EFD_FLAGS = getattr(os, "EFD_CLOEXEC", 0o2000000) | getattr(os, "EFD_NONBLOCK", 0o4000)
@@ -74,6 +74,8 @@ class _Side:
         self._a = AtomicView(region.buf)
         self._buf = region.buf
         self._pidfd = -1
+        self._dead = False
+        self._closed = False
         pid = conn.peer.pid
         if pid > 0 and pid != os.getpid():
             try:
@@ -84,8 +86,6 @@ class _Side:
         for fd in (wait_efd, conn.fileno(), self._pidfd):
             if fd >= 0:
                 self._poller.register(fd, select.POLLIN)
-        self._dead = False
-        self._closed = False
 
     # -- waiting ---------------------------------------------------------------------------
     def _wait(self, ready, waiting_off: int, peer_closed_off: int, timeout: float | None,
@@ -172,7 +172,7 @@ class _Side:
             return
         self._closed = True
         try:
-            self._a.exchange(closed_off, 1)
+            self._a.exchange(closed_off, 1)  # before the socket closes: "closed", not "died"
             try:
                 os.eventfd_write(self._wake_efd, 1)  # wake the peer, sleeping or not
             except OSError:
@@ -183,8 +183,12 @@ class _Side:
             close_fds([fd for fd in (self._wait_efd, self._wake_efd, self._pidfd) if fd >= 0])
             self._wait_efd = self._wake_efd = self._pidfd = -1
             self._buf = None
-            self.region.close()
             self.conn.close()
+            try:
+                self.region.close()
+            except BufferError as e:  # a slice of a message outlived its release()
+                raise UsageError("a view of a channel slot is still held; drop it before close",
+                                 op=f"close {self.role}") from e
 
     def _release_views(self) -> None:
         pass
@@ -365,7 +369,8 @@ def offer(conn: Connection, *, slots: int = 8, capacity: int = 64 * 1024, role: 
         raise
 
 
-def accept(conn: Connection, *, spin: float = 0.0, timeout: float | None = 30.0) -> Producer | Consumer:
+def accept(conn: Connection, *, spin: float = 0.0, timeout: float | None = 30.0,
+           max_size: int = MAX_REGION) -> Producer | Consumer:
     """Receive a channel offered on `conn`, check it, and return our end."""
     h, _, fds = recv_message(conn.sock, timeout, "accept channel")
     region = None
@@ -373,6 +378,9 @@ def accept(conn: Connection, *, spin: float = 0.0, timeout: float | None = 30.0)
         if h.kind != hdr.KIND_CHANNEL:
             raise HandoverRefused(f"expected a channel, got {h.kind_name}", op="accept channel",
                                   errno=errno.EPROTO)
+        if h.size > max_size:
+            raise HandoverRefused(f"channel of {h.size} bytes exceeds the {max_size}-byte limit",
+                                  op="accept channel", errno=errno.EFBIG)
         check_eventfd(fds[1])
         check_eventfd(fds[2])
         memfd, fds[0] = fds[0], -1  # map_received owns it from here, closes it on failure

@@ -46,6 +46,9 @@ from fastpath.shm.memfd import F_SEAL_FUTURE_WRITE, F_SEAL_SHRINK, F_SEAL_WRITE,
 MAX_FDS = 8
 _ANCILLARY = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 _MSG_CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
+# A sparse memfd can claim a terabyte and still pass the size check; mapping it costs
+# nothing until touched, but a receiver that reads or copies it all would not survive.
+MAX_REGION = 64 << 30
 
 
 def close_fds(fds) -> None:
@@ -283,12 +286,17 @@ class Connection:
         except PeerDied:
             pass  # it left before hearing the verdict; nothing of ours depends on it
 
-    def recv_region(self, timeout: float | None = 30.0) -> Received:
+    def recv_region(self, timeout: float | None = 30.0, max_size: int = MAX_REGION) -> Received:
+        """The next region the peer hands over, checked and mapped read-only; a refusal is
+        answered to the peer and raised here (HandoverRefused), with nothing mapped."""
         h, body, fds = recv_message(self.sock, timeout, "receive region")
         try:
             if h.kind != hdr.KIND_REGION:
                 raise HandoverRefused(f"expected a region, got {h.kind_name}", op="receive region",
                                       errno=errno.EPROTO)
+            if h.size > max_size:
+                raise HandoverRefused(f"region of {h.size} bytes exceeds the {max_size}-byte limit",
+                                      op="receive region", errno=errno.EFBIG)
         except BaseException as e:
             close_fds(fds)
             self._refuse(e)
