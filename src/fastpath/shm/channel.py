@@ -68,6 +68,9 @@ class _Side:
         self.layout = layout
         self.slots = layout.slots
         self.capacity = layout.capacity
+        # slot offsets computed once: the per-message path is a list index, not arithmetic
+        self._len_at = [layout.length_offset(i) for i in range(layout.slots)]
+        self._data_at = [layout.payload_offset(i) for i in range(layout.slots)]
         self.spin = spin
         self._wait_efd = wait_efd   # we sleep on this one
         self._wake_efd = wake_efd   # we write this one to wake the peer
@@ -233,7 +236,7 @@ class Producer(_Side):
         if ring.free(self._head, self._tail, self.slots) == 0 and not self._has_space():
             self._wait(self._has_space, ring.OFF_PRODUCER_WAITING, ring.OFF_CONSUMER_CLOSED,
                        timeout, "loan")
-        off = self.layout.payload_offset(self._head)
+        off = self._data_at[self._head % self.slots]
         self._loan = self._buf[off: off + self.capacity]
         return self._loan
 
@@ -246,7 +249,7 @@ class Producer(_Side):
         self._loan.release()
         self._loan = None
         a = self._a
-        a.store(self.layout.length_offset(self._head), length)
+        a.store(self._len_at[self._head % self.slots], length)
         self._head += 1
         a.exchange(ring.OFF_HEAD, self._head)  # release + the seq_cst the Dekker check needs
         self._wake_peer(ring.OFF_CONSUMER_WAITING)
@@ -294,8 +297,9 @@ class Consumer(_Side):
         if ring.used(self._head, self._tail, self.slots) == 0 and not self._has_message():
             self._wait(self._has_message, ring.OFF_CONSUMER_WAITING, ring.OFF_PRODUCER_CLOSED,
                        timeout, "read")
-        length = ring.check_length(self._a.load(self.layout.length_offset(self._tail)), self.capacity)
-        off = self.layout.payload_offset(self._tail)
+        i = self._tail % self.slots
+        length = ring.check_length(self._a.load(self._len_at[i]), self.capacity)
+        off = self._data_at[i]
         self._slot = self._buf[off: off + length]
         self._view = self._slot.toreadonly()
         return self._view

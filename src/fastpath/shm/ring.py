@@ -49,7 +49,7 @@ OFF_PRODUCER_WAITING = 256
 OFF_PRODUCER_CLOSED = 320
 OFF_CONSUMER_CLOSED = 384
 
-MAX_SLOTS = 1 << 20
+MAX_SLOTS = 1 << 16
 MAX_CAPACITY = 1 << 34  # 16 GiB per slot: a bound to refuse nonsense, not a design limit
 PAGE = 4096
 
