@@ -64,3 +64,31 @@ def test_no_receiver_is_a_usage_error(fastpath, sock_path, tmp_path):
     assert p.returncode == 2 and "no socket at" in p.stderr and "Traceback" not in p.stderr
     p = fastpath("shm", "send", str(tmp_path / "nope"), "--to", sock_path, check=False)
     assert p.returncode == 2 and "no such file" in p.stderr
+
+
+def test_killed_receiver_leaves_no_socket_and_a_stale_one_is_reused(fastpath, sock_path, tmp_path):
+    import signal
+    import socket
+    rx = _recv("--listen", sock_path)
+    _wait_for(sock_path, rx)
+    rx.send_signal(signal.SIGTERM)
+    rx.communicate(timeout=10)
+    assert rx.returncode == 130 and not os.path.exists(sock_path)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    stale.bind(sock_path)  # bound, never listening: what a SIGKILLed receiver leaves
+    stale.close()
+    stale_ino = os.stat(sock_path).st_ino
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    rx = _recv("--listen", sock_path, "--timeout", "30", "--json", "--out", str(tmp_path / "o"))
+    try:
+        for _ in range(500):  # until the receiver has replaced the stale socket with its own
+            if os.path.exists(sock_path) and os.stat(sock_path).st_ino != stale_ino:
+                break
+            time.sleep(0.02)
+        fastpath("shm", "send", str(empty), "--to", sock_path)
+        got = json.loads(rx.communicate(timeout=30)[0])
+    finally:
+        rx.kill()
+        rx.wait()
+    assert got["bytes"] == 0 and (tmp_path / "o").read_bytes() == b""

@@ -80,6 +80,7 @@ def _send(args: argparse.Namespace) -> int:
 def _recv(args: argparse.Namespace) -> int:
     import errno
     import hashlib
+    import signal
     import time
 
     from fastpath.errors import KernelError, UsageError
@@ -95,6 +96,7 @@ def _recv(args: argparse.Namespace) -> int:
         allow = AllowList(frozenset(args.allow_uid or ()), frozenset(args.allow_gid or ()))
     received = []
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    signal.signal(signal.SIGTERM, _terminated)  # unwind, so the socket file is removed
     with Listener(args.listen, allow) as listener:
         while len(received) < args.count:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -137,6 +139,10 @@ def _recv(args: argparse.Namespace) -> int:
         f"sealed {r['sealed']}, sha256 {r['sha256'][:16]}..."
         + (f", written to {r['out']}" if r["out"] else "") for r in received))
     return 0
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _write_out(path: str, payload: memoryview, KernelError) -> None:

@@ -324,6 +324,25 @@ class Connection:
         self.close()
 
 
+def _stale_socket(path: str) -> bool:
+    """True if `path` is a Unix socket nobody listens on (connect says ECONNREFUSED)."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        probe.connect(path)
+        return False
+    except ConnectionRefusedError:
+        return True
+    except OSError as e:
+        return False  # EPROTOTYPE: someone listens with another socket type; leave it
+    finally:
+        probe.close()
+
+
 class Listener:
     """A SOCK_SEQPACKET listening socket at `path` that accepts only allowed peers."""
 
@@ -332,12 +351,18 @@ class Listener:
         self.allow = allow or AllowList()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
-            self.sock.bind(path)
+            try:
+                self.sock.bind(path)
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or not _stale_socket(path):
+                    raise
+                os.unlink(path)  # left by a receiver that was killed: nobody listens on it
+                self.sock.bind(path)
             self.sock.listen(backlog)
             self._ino = os.stat(path).st_ino
         except OSError as e:
             self.sock.close()
-            hint = "another receiver may be listening there; remove the file if not" \
+            hint = "another receiver is listening there, or it is not a socket" \
                 if e.errno == errno.EADDRINUSE else None
             raise KernelError.from_oserror(f"listen on {path}", e, hint) from e
 
