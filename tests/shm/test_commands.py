@@ -77,15 +77,19 @@ def test_killed_receiver_leaves_no_socket_and_a_stale_one_is_reused(fastpath, so
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     stale.bind(sock_path)  # bound, never listening: what a SIGKILLed receiver leaves
     stale.close()
-    stale_ino = os.stat(sock_path).st_ino
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     rx = _recv("--listen", sock_path, "--timeout", "30", "--json", "--out", str(tmp_path / "o"))
     try:
-        for _ in range(500):  # until the receiver has replaced the stale socket with its own
-            if os.path.exists(sock_path) and os.stat(sock_path).st_ino != stale_ino:
+        for _ in range(500):  # until the receiver listens where the stale socket was
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                probe.connect(sock_path)  # the receiver sees a peer leave without sending
                 break
-            time.sleep(0.02)
+            except OSError:
+                time.sleep(0.02)
+            finally:
+                probe.close()
         fastpath("shm", "send", str(empty), "--to", sock_path)
         got = json.loads(rx.communicate(timeout=30)[0])
     finally:

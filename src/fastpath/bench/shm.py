@@ -407,7 +407,7 @@ def run(args) -> BenchResult:
         "max_messages_per_trial": max_msgs, "max_round_trips_per_trial": max_rtts})
     if len(all_cpus) < 2:
         result.notes.append("only one CPU available: both processes share it")
-    result.notes.append("shared machine: other jobs ran at the same time; medians over rounds")
+    load0 = os.getloadavg()[0]
 
     pin(me)
     payload = memoryview(bytearray(os.urandom(64)) * (max_size // 64 + 1))[:max_size]
@@ -441,6 +441,12 @@ def run(args) -> BenchResult:
                 pass
         os.sched_setaffinity(0, old_aff)
 
+    result.params["loadavg_1min"] = {"start": load0, "end": os.getloadavg()[0]}
+    result.notes.append(f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end "
+                        f"on {os.cpu_count()} CPUs: other jobs shared the machine; medians over "
+                        f"{rounds} interleaved rounds")
+    result.notes.append("memcpy copies one buffer to one other of the payload size: cache-hot "
+                        "below a few MiB, DRAM-bound at 16 MiB and above (where the goal compares)")
     for (name, size), s in tput.items():
         result.add_series(f"tput/{name}/{size}", s, unit="GB/s", metric="throughput",
                           transport=name, size=size)
