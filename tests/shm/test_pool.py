@@ -50,3 +50,26 @@ def test_put_refuses_what_cannot_be_reused():
         odd = Region.create(5000)
         assert not pool.put(odd) and odd.fd == -1      # not a pool size class
     assert pool.idle_bytes == 0
+
+
+def _minor_faults() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def test_pooled_region_takes_no_page_fault_on_first_write():
+    size = 4 << 20
+    data = b"\x5a" * size
+    with RegionPool(max_bytes=size) as pool:
+        r = pool.get(size)
+        f0 = _minor_faults()
+        r.buf[:] = data
+        pooled = _minor_faults() - f0
+        pool.put(r)
+    fresh = Region.create(size)
+    f0 = _minor_faults()
+    fresh.buf[:] = data
+    unfaulted = _minor_faults() - f0
+    fresh.close()
+    assert unfaulted >= size // 4096 // 2   # a fresh region faults (about) once per page
+    assert pooled < 16                      # a pooled one does not
