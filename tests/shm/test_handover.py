@@ -292,3 +292,26 @@ def test_region_over_the_size_limit_is_refused(sock_path, peers, report):
             with pytest.raises(HandoverRefused, match="exceeds the 1048576-byte limit"):
                 conn.recv_region(max_size=1 << 20)
         assert "limit" in report.get()
+
+
+def _send_not_a_memfd(path, rep):
+    c = _raw_client(path)
+    fd = os.open("/proc/self/exe", os.O_RDONLY)
+    send_message(c.sock, hdr.Header(hdr.KIND_REGION, size=os.fstat(fd).st_size), [fd])
+    try:
+        c.wait_reply(10, "send")
+        rep.put("accepted")
+    except HandoverRefused as e:
+        rep.put(str(e))
+    os._exit(0)
+
+
+def test_a_file_that_is_not_a_memfd_is_refused(sock_path, peers, report):
+    with Listener(sock_path) as lis:
+        peers.start(_send_not_a_memfd, sock_path, report)
+        with lis.accept(timeout=10) as conn:
+            before = fd_count()
+            with pytest.raises(HandoverRefused, match="not a sealable memfd"):
+                conn.recv_region()
+            assert fd_count() == before
+        assert "not a sealable memfd" in report.get()

@@ -163,7 +163,11 @@ def map_received(fd: int, size: int, *, writable: bool, populate: bool = False) 
         seals = check_memfd(fd, size, writable=writable)
         if seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
             writable = False
-        return Region(fd, size, writable=writable, populate=populate)
+        try:
+            return Region(fd, size, writable=writable, populate=populate)
+        except KernelError as e:  # e.g. a hugetlb memfd of a size mmap refuses
+            raise HandoverRefused(f"cannot map it: {e.msg}", op="map received memfd",
+                                  errno=e.errno) from e
     except BaseException:
         close_fds([fd])
         raise
