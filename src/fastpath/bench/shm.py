@@ -154,8 +154,15 @@ class Stream:
         pass
 
 
+SMALL_SLOTS, SMALL_CAPACITY = 256, 64 * KiB
+
+
 class ChannelPair:
-    """Two fastpath Channels over one Listener: parent -> child (4 slots), back (2 slots)."""
+    """fastpath Channels over one Listener, each set up once: parent -> child as a ring sized
+    for small messages (256 x 64 KiB, used up to 64 KiB) and one for large ones (4 slots of
+    the largest payload), and child -> parent (2 slots of the largest payload). A ring is
+    configured for the messages it carries, as a user would; the stream transports get
+    their defaults."""
 
     def __init__(self, name: str, max_size: int, spin: float) -> None:
         from fastpath.shm.handover import Listener
@@ -170,20 +177,29 @@ class ChannelPair:
         from fastpath.shm import channel
         from fastpath.shm.handover import Connection
         self._listener.sock.close()
-        self.cons = channel.accept(Connection.connect(self.path), spin=self.spin)
+        self.cons_small = channel.accept(Connection.connect(self.path), spin=self.spin)
+        self.cons_large = channel.accept(Connection.connect(self.path), spin=self.spin)
         self.prod = channel.accept(Connection.connect(self.path), spin=self.spin)
 
     def parent_init(self) -> None:
         from fastpath.shm import channel
-        self.prod = channel.offer(self._listener.accept(timeout=30), slots=4,
-                                  capacity=self.max_size, role="producer", spin=self.spin)
+        self.prod_small = channel.offer(self._listener.accept(timeout=30), slots=SMALL_SLOTS,
+                                        capacity=SMALL_CAPACITY, role="producer", spin=self.spin)
+        self.prod_large = channel.offer(self._listener.accept(timeout=30), slots=4,
+                                        capacity=self.max_size, role="producer", spin=self.spin)
         self.cons = channel.offer(self._listener.accept(timeout=30), slots=2,
                                   capacity=self.max_size, role="consumer", spin=self.spin)
         self._listener.close()
         os.rmdir(self._dir)
 
+    @property
+    def _parent_ends(self):
+        return (self.prod_small, self.prod_large, self.cons) if hasattr(self, "prod_small") else \
+            (self.cons_small, self.cons_large, self.prod)
+
     def tput(self, payload: memoryview, size: int, count: int) -> float:
-        prod, cons, src = self.prod, self.cons, payload[:size]
+        prod = self.prod_small if size <= SMALL_CAPACITY else self.prod_large
+        cons, src = self.cons, payload[:size]
         t0 = time.perf_counter()
         for _ in range(count):
             v = prod.loan(timeout=60)
@@ -194,7 +210,8 @@ class ChannelPair:
         return time.perf_counter() - t0
 
     def rtt(self, payload: memoryview, size: int, count: int) -> list[float]:
-        prod, cons, src, out = self.prod, self.cons, payload[:size], []
+        prod = self.prod_small if size <= SMALL_CAPACITY else self.prod_large
+        cons, src, out = self.cons, payload[:size], []
         for _ in range(count):
             t0 = time.perf_counter()
             v = prod.loan(timeout=60)
@@ -206,7 +223,7 @@ class ChannelPair:
         return out
 
     def sink(self, size: int, count: int) -> None:
-        cons = self.cons
+        cons = self.cons_small if size <= SMALL_CAPACITY else self.cons_large
         for _ in range(count):
             v = cons.read(timeout=60)
             _ = v[0]  # read in place, no copy
@@ -214,7 +231,8 @@ class ChannelPair:
         self.prod.send(b"k", timeout=60)
 
     def echo(self, size: int, count: int) -> None:
-        prod, cons = self.prod, self.cons
+        prod = self.prod
+        cons = self.cons_small if size <= SMALL_CAPACITY else self.cons_large
         for _ in range(count):
             v = cons.read(timeout=60)
             w = prod.loan(timeout=60)
@@ -223,8 +241,8 @@ class ChannelPair:
             cons.release()
 
     def close(self) -> None:
-        self.prod.close()
-        self.cons.close()
+        for side in self._parent_ends:
+            side.close()
 
 
 class MpShared:
