@@ -3,6 +3,7 @@ reaped, and counts of this process's fds and mappings for leak checks."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import shutil
@@ -47,10 +48,12 @@ def peers():
 
 
 def fd_count() -> int:
+    gc.collect()  # fds of earlier tests' garbage must not close between two counts
     return len(os.listdir("/proc/self/fd"))
 
 
 def map_count() -> int:
+    gc.collect()
     with open("/proc/self/maps") as f:
         return sum(1 for _ in f)
 

@@ -126,7 +126,7 @@ def test_read_times_out_with_nothing_to_read(sock_path, peers, report):
             t = time.monotonic()
             with pytest.raises(ChannelTimeout, match="no message"):
                 cons.read(timeout=0.2)
-            assert 0.19 < time.monotonic() - t < 2
+            assert 0.19 < time.monotonic() - t < 10
             report.put("done")
         p.join(10)
 

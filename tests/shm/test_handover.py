@@ -315,3 +315,16 @@ def test_a_file_that_is_not_a_memfd_is_refused(sock_path, peers, report):
                 conn.recv_region()
             assert fd_count() == before
         assert "not a sealable memfd" in report.get()
+
+
+def test_listener_refuses_a_live_socket_or_a_plain_file(sock_path, tmp_path):
+    from fastpath.errors import KernelError
+    with Listener(sock_path):
+        with pytest.raises(KernelError, match="another receiver is listening there"):
+            Listener(sock_path)
+    plain = tmp_path / "plain"
+    plain.write_text("keep me")
+    with pytest.raises(KernelError, match="EADDRINUSE"):
+        Listener(str(plain))
+    assert plain.read_text() == "keep me"
+    assert os.listdir(os.path.dirname(sock_path)) == []  # no temporary socket left either

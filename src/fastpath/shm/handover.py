@@ -354,18 +354,28 @@ class Listener:
         self.path = path
         self.allow = allow or AllowList()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        # Bound and listening under a temporary name, then renamed into place: whoever sees
+        # `path` appear can connect at once (no ECONNREFUSED between bind and listen).
+        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
+        if len(os.fsencode(tmp)) > 107:  # sun_path limit: bind in place instead
+            tmp = path
         try:
-            try:
-                self.sock.bind(path)
-            except OSError as e:
-                if e.errno != errno.EADDRINUSE or not _stale_socket(path):
-                    raise
-                os.unlink(path)  # left by a receiver that was killed: nobody listens on it
-                self.sock.bind(path)
+            if os.path.lexists(path) and not _stale_socket(path):
+                raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+            if tmp == path and os.path.lexists(path):
+                os.unlink(path)  # a stale socket: left by a receiver that was killed
+            self.sock.bind(tmp)
             self.sock.listen(backlog)
+            if tmp != path:
+                os.rename(tmp, path)  # replaces a stale socket, atomically
             self._ino = os.stat(path).st_ino
         except OSError as e:
             self.sock.close()
+            if tmp != path:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
             hint = "another receiver is listening there, or it is not a socket" \
                 if e.errno == errno.EADDRINUSE else None
             raise KernelError.from_oserror(f"listen on {path}", e, hint) from e
