@@ -220,3 +220,44 @@ def test_fds_pushed_down_the_channel_socket_are_closed(sock_path, peers, report)
             assert cons.recv(timeout=10) == b"after"
         p.join(10)
         assert p.exitcode == 0
+
+
+def _offer_bad_channel(path, what, rep):
+    from fastpath.shm.errors import HandoverRefused
+    from fastpath.shm.memfd import Region
+    from fastpath.shm import ring
+    c = Connection.connect(path)
+    lay = ring.RingLayout(4, 64)
+    r = Region.create(lay.size)
+    if what != "garbage control page":
+        r.buf[:32] = lay.identity()
+    r.seal()
+    efds = [os.eventfd(0), os.eventfd(0)]
+    if what == "not an eventfd":
+        efds[1] = os.open("/dev/null", os.O_RDONLY)
+    slots = 5 if what == "header disagrees" else 4
+    send_message(c.sock, hdr.Header(hdr.KIND_CHANNEL, size=lay.size, arg0=slots, arg1=64,
+                                    flags=hdr.FLAG_PRODUCER), [r.fd, *efds])
+    try:
+        c.wait_reply(10, "offer")
+        rep.put("accepted")
+    except HandoverRefused as e:
+        rep.put(str(e))
+    os._exit(0)
+
+
+@pytest.mark.parametrize("what, why", [
+    ("garbage control page", "no ring magic"),
+    ("not an eventfd", "expected an eventfd, got /dev/null"),
+    ("header disagrees", "disagree on the ring shape"),
+])
+def test_a_bad_channel_offer_is_refused_and_nothing_kept(sock_path, peers, report, what, why):
+    from fastpath.shm.errors import HandoverRefused
+    with Listener(sock_path) as lis:
+        peers.start(_offer_bad_channel, sock_path, what, report)
+        with lis.accept(timeout=10) as conn:
+            fds, maps = fd_count(), map_count()
+            with pytest.raises(HandoverRefused, match=why):
+                channel.accept(conn)
+            assert (fd_count(), map_count()) == (fds, maps)
+        assert why in report.get()
