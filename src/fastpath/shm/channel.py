@@ -28,9 +28,12 @@ Sleeping without losing a wakeup (the Dekker pattern, one per direction):
   wakeups may be spurious; every wait re-checks the ring. An eventfd write costs a syscall
   only when the peer is actually asleep, so a busy-polling peer costs none.
 
-Peer death: each side polls the connection socket (EOF when the peer process is gone)
-and, when SO_PEERCRED gave a pid in our namespace, a pidfd (readable once it exits), next
-to its eventfd. A clean close sets a closed flag in the control page first, so "closed"
+Peer death: each side polls the connection socket (EOF once every copy of the peer's
+end is closed) and, when SO_PEERCRED gave a pid in our namespace, a pidfd (readable once
+that process exits, even if a child it forked still holds the socket), next to its
+eventfd. The peer is the process that connected or accepted: a channel end handed on to
+another process dies with the one that set it up. (Were the pid reused between connect
+and pidfd_open, the pidfd would watch a stranger; the socket EOF still tells.) A clean close sets a closed flag in the control page first, so "closed"
 (ChannelClosed) and "died" (PeerDied) are told apart; committed messages are still
 delivered after either.
 """
