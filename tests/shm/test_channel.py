@@ -83,6 +83,7 @@ def test_bytes_never_seen_before_commit_under_busy_polling(sock_path, peers):
     pats = [bytes([k]) * (size - 8) for k in range(256)]
     with Listener(sock_path) as lis:
         p = peers.start(_produce, sock_path, n, size, 0, 0.002, 4, 0)
+        old_affinity = os.sched_getaffinity(0)
         _pin(1)
         try:
             with _accept(lis, spin=0.002) as cons:
@@ -92,7 +93,7 @@ def test_bytes_never_seen_before_commit_under_busy_polling(sock_path, peers):
                     assert v[8:] == pats[i & 0xFF]
                     cons.release()
         finally:
-            os.sched_setaffinity(0, set(range(os.cpu_count())))
+            os.sched_setaffinity(0, old_affinity)
         p.join(10)
         assert p.exitcode == 0
 
