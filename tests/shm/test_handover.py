@@ -152,7 +152,7 @@ def _try_connect(path, q):
     try:
         Connection.connect(path)
         q.put("accepted")
-    except HandoverRefused as e:
+    except PeerNotAllowed as e:  # typed on the client side too
         q.put(str(e))
     os._exit(0)
 

@@ -243,6 +243,10 @@ class Connection:
             s.connect(path)
             s.settimeout(None)
             conn = cls(s, PeerCred.of(s))
+        except TimeoutError as e:  # socket.timeout: a backlog that never drains
+            s.close()
+            raise HandoverRefused(f"no answer in {timeout:g}s", op=f"connect {path}",
+                                  errno=errno.ETIMEDOUT) from e
         except FileNotFoundError as e:
             s.close()
             raise UsageError(f"no socket at {path}", op="connect", errno=e.errno,
@@ -280,7 +284,8 @@ class Connection:
             raise HandoverRefused(f"expected a reply, got {h.kind_name}", op=what, errno=errno.EPROTO)
         if not h.flags & hdr.FLAG_OK:
             reason = body.decode("utf-8", "replace") or "refused"
-            raise HandoverRefused(f"the peer refused: {reason}", op=what, errno=h.arg0 or None)
+            cls = PeerNotAllowed if h.arg0 == errno.EACCES else HandoverRefused
+            raise cls(f"the peer refused: {reason}", op=what, errno=h.arg0 or None)
 
     # server side: receive, check, answer
     def reply(self, ok: bool, reason: str = "", err: int = 0) -> None:
