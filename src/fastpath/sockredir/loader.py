@@ -182,7 +182,7 @@ def enable(cgroup_path: str, extra_local: list) -> dict:
     if is_enabled():
         raise AlreadyExists(f"accel is already enabled (pins in {pin_dir()})",
                             hint="fastpath accel disable first")
-    created = False
+    made = False
     objs: list[B.BpfObject] = []
     pinned: list[str] = []
     cg_fd = None
@@ -222,7 +222,11 @@ def enable(cgroup_path: str, extra_local: list) -> dict:
             B.obj_pin(fd, pin_path(path))
             pinned.append(pin_path(path))
 
-        created = CG.create(cgroup_path) if cgroup_path == CG.default_path() else False
+        # the default cgroup is fastpath's own: disable removes it once empty, even when an
+        # earlier enable made it
+        owned = cgroup_path == CG.default_path()
+        made = CG.create(cgroup_path) if owned else False
+        created = owned
         cg_fd = B.Fd(os.open(cgroup_path, os.O_RDONLY | os.O_DIRECTORY), cgroup_path)
         B.prog_attach(ops.prog_fd("fp_sockops"), cg_fd.fileno(), B.BPF_CGROUP_SOCK_OPS,
                       f"sockops to cgroup {cgroup_path}")
@@ -244,7 +248,7 @@ def enable(cgroup_path: str, extra_local: list) -> dict:
             except FileNotFoundError:
                 pass
         _rmdir_quiet(pin_dir())
-        if created:
+        if made:
             CG.remove(cgroup_path)
         _forget()
         raise
