@@ -55,6 +55,9 @@ struct fp_sk_state {
 	__u32 pad;
 };
 
+_Static_assert(sizeof(struct fp_sock_key) == 56, "keys.py SOCK_KEY");
+_Static_assert(sizeof(struct fp_counters) == 64, "keys.py COUNTERS");
+
 #define FP_SOCKHASH_MAX 65536
 
 struct {
