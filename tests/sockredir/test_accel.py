@@ -269,3 +269,40 @@ def test_sweep_removes_everything(accel, instance):
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_socket_that_sent_via_the_stack_keeps_its_order(accel):
+    """The race the sk_msg program guards against: the client's first send misses (the
+    server end is not in the map yet, as when it beats PASSIVE_ESTABLISHED), so those bytes
+    wait in the server's TCP receive queue; then the server end joins the map. tcp_bpf reads
+    the psock queue first, so if the client's later sends were redirected they would
+    overtake the earlier ones. The client must stay on the stack."""
+    import struct as st
+
+    from fastpath.sockredir import loader
+    from fastpath.sockredir.query import is_accelerated, socket_key
+    ls = socket.create_server(("127.0.0.1", 0))  # outside the cgroup: its children too
+    with in_cgroup(accel["cgroup"]):
+        c = socket.create_connection(ls.getsockname(), timeout=10)
+    s, _ = ls.accept()
+    ls.close()
+    assert is_accelerated(c) and not is_accelerated(s)
+    first = b"A" * 100_000
+    c.sendall(first)  # miss: through TCP, unread in s's receive queue
+    p = loader.open_pinned()
+    try:
+        p.sockhash.update(socket_key(s).pack(), st.pack("<Q", s.fileno()))
+    finally:
+        p.close()
+    assert is_accelerated(s)
+    second = b"B" * 100_000
+    c.sendall(second)
+    s.settimeout(10)
+    assert recv_exact(s, 200_000) == first + second
+    # the server end, never on the stack, is redirected
+    before = status()["counters"]["redirected_bytes"]
+    s.sendall(b"C" * 1000)
+    assert recv_exact(c, 1000) == b"C" * 1000
+    c_st = status()["counters"]
+    assert c_st["redirected_bytes"] >= before + 1000 and c_st["pinned_to_stack"] >= 1
+    c.close(), s.close()
