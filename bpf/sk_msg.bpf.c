@@ -22,7 +22,9 @@ int fp_sk_msg(struct sk_msg_md *msg)
 	struct fp_sock_key peer = {};
 	struct fp_counters *c;
 	struct fp_sk_state *st;
+	struct fp_config *cfg;
 	__u32 size = msg->size;
+	__u32 zero = 0;
 	int loopback;
 
 	c = fp_counters_get();
@@ -37,6 +39,12 @@ int fp_sk_msg(struct sk_msg_md *msg)
 		c->passed_msgs++;
 		c->passed_bytes += size;
 		return SK_PASS;
+	}
+	cfg = bpf_map_lookup_elem(&fp_config, &zero);
+	if (cfg && cfg->bulk_bytes && size >= cfg->bulk_bytes) {
+		st->stack_used = 1;
+		c->bulk_to_stack++;
+		goto pass;
 	}
 
 	peer.family = msg->family;
@@ -63,6 +71,10 @@ int fp_sk_msg(struct sk_msg_md *msg)
 	if (bpf_msg_redirect_hash(msg, &fp_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
 		c->redirected_msgs++;
 		c->redirected_bytes += size;
+		if (cfg && cfg->apply_bytes)
+			bpf_msg_apply_bytes(msg, cfg->apply_bytes);
+		if (cfg && cfg->cork_bytes)
+			bpf_msg_cork_bytes(msg, cfg->cork_bytes);
 		return SK_PASS;
 	}
 	st->stack_used = 1;

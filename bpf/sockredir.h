@@ -36,6 +36,22 @@ struct fp_counters {
 	__u64 sockets_remote;   /* peer not local: never put in the map */
 	__u64 sockets_failed;   /* sock_hash_update refused */
 	__u64 pinned_to_stack;  /* a socket that sent via the stack once keeps using it */
+	__u64 bulk_to_stack;    /* a socket moved to the stack by fp_config.bulk_bytes */
+};
+
+/* Tuning read by sk_msg on every message, index 0 of fp_config; all 0 by default.
+ * - bulk_bytes: a socket that sends one message of at least this many bytes leaves the
+ *   redirect for good (redirect -> stack keeps byte order: the receiver drains its psock
+ *   queue before its TCP receive queue). Bulk flows go faster through TCP (see bench).
+ * - apply_bytes: bpf_msg_apply_bytes, run the verdict once per that many bytes.
+ * - cork_bytes: bpf_msg_cork_bytes; stalls request/response traffic smaller than the cork
+ *   (nothing flushes a cork but more bytes), so only for one-way bulk experiments.
+ */
+struct fp_config {
+	__u32 bulk_bytes;
+	__u32 apply_bytes;
+	__u32 cork_bytes;
+	__u32 pad;
 };
 
 /* LPM keys for the local-peer tries: prefixlen then the address, network byte order. */
@@ -56,7 +72,8 @@ struct fp_sk_state {
 };
 
 _Static_assert(sizeof(struct fp_sock_key) == 56, "keys.py SOCK_KEY");
-_Static_assert(sizeof(struct fp_counters) == 64, "keys.py COUNTERS");
+_Static_assert(sizeof(struct fp_counters) == 72, "keys.py COUNTERS");
+_Static_assert(sizeof(struct fp_config) == 16, "keys.py CONFIG");
 
 #define FP_SOCKHASH_MAX 65536
 
@@ -89,6 +106,13 @@ struct {
 	__type(key, struct fp_lpm6);
 	__type(value, __u32);
 } fp_local6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fp_config);
+} fp_config SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);

@@ -306,3 +306,26 @@ def test_a_socket_that_sent_via_the_stack_keeps_its_order(accel):
     c_st = status()["counters"]
     assert c_st["redirected_bytes"] >= before + 1000 and c_st["pinned_to_stack"] >= 1
     c.close(), s.close()
+
+
+def test_bulk_socket_leaves_the_redirect_in_order(fastpath, accel):
+    """--bulk-bytes: after redirected messages, a big one moves the socket to the stack;
+    the receiver still gets every byte in order (psock queue drained before TCP's)."""
+    from fastpath.sockredir.query import is_accelerated
+    cfg = json.loads(fastpath("accel", "tune", "--bulk-bytes", "65536", "--json").stdout)
+    assert cfg["bulk_bytes"] == 65536
+    with in_cgroup(accel["cgroup"]):
+        c, s = pair()
+    assert is_accelerated(c)
+    small = [os.urandom(1000) for _ in range(50)]
+    for m in small:
+        c.sendall(m)  # redirected, unread
+    big = os.urandom(1 << 20)
+    c.sendall(big)  # >= bulk_bytes: through TCP from now on
+    tail = os.urandom(5000)
+    c.sendall(tail)
+    assert recv_exact(s, 50_000 + len(big) + len(tail)) == b"".join(small) + big + tail
+    st = status()
+    assert st["counters"]["bulk_to_stack"] == 1 and st["config"]["bulk_bytes"] == 65536
+    assert st["counters"]["redirected_bytes"] >= 50_000
+    c.close(), s.close()
