@@ -14,7 +14,38 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include "sockredir.h"
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* sk_user_data carries flags in its low bits (SK_USER_DATA_NOCOPY, _BPF, _PSOCK) */
+#define FP_SK_USER_DATA_PTRMASK (~7UL)
+
+/* Bytes redirected into the peer that it has not read yet (psock->msg_tot_len, the count
+ * FIONREAD reports). sk_msg may not release a socket reference, so the peer is found
+ * through fp_sk_addr and read with read-only BTF casts (a fault reads 0); the local port
+ * must match, or the entry is stale. Either wrong answer is safe: moving a socket to the
+ * stack keeps byte order, staying redirected only leaves the queue unbounded. */
+static __always_inline __u32 peer_queued(struct fp_sock_key *peer)
+{
+	__u64 *addr = bpf_map_lookup_elem(&fp_sk_addr, peer);
+	struct sk_psock *psock;
+	struct sock *sk;
+	unsigned long ud;
+
+	if (!addr || !*addr)
+		return 0;
+	sk = bpf_rdonly_cast((void *)*addr, bpf_core_type_id_kernel(struct sock));
+	if (sk->__sk_common.skc_num != peer->lport)
+		return 0;
+	ud = (unsigned long)sk->sk_user_data;
+	if (!ud)
+		return 0;
+	psock = bpf_rdonly_cast((void *)(ud & FP_SK_USER_DATA_PTRMASK),
+				bpf_core_type_id_kernel(struct sk_psock));
+	return psock->msg_tot_len;
+}
 
 SEC("sk_msg")
 int fp_sk_msg(struct sk_msg_md *msg)
@@ -68,6 +99,11 @@ int fp_sk_msg(struct sk_msg_md *msg)
 	if (loopback)
 		peer.netns = bpf_get_netns_cookie(msg);
 
+	if (cfg && cfg->max_queued && peer_queued(&peer) >= cfg->max_queued) {
+		st->stack_used = 1;
+		c->backlog_to_stack++;
+		goto pass;
+	}
 	if (bpf_msg_redirect_hash(msg, &fp_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
 		c->redirected_msgs++;
 		c->redirected_bytes += size;

@@ -329,3 +329,31 @@ def test_bulk_socket_leaves_the_redirect_in_order(fastpath, accel):
     assert st["counters"]["bulk_to_stack"] == 1 and st["config"]["bulk_bytes"] == 65536
     assert st["counters"]["redirected_bytes"] >= 50_000
     c.close(), s.close()
+
+
+def test_a_peer_that_does_not_read_bounds_the_sender(fastpath, accel):
+    """The psock queue is bounded by neither SO_RCVBUF nor SO_SNDBUF; max_queued moves a
+    sender whose peer holds that much to the stack, whose window stops it. Bytes stay in
+    order across the switch."""
+    from fastpath.sockredir import loader
+    assert status()["config"]["max_queued"] == loader.DEFAULT_MAX_QUEUED
+    fastpath("accel", "tune", "--max-queued", str(2 << 20))
+    with in_cgroup(accel["cgroup"]):
+        c, s = pair()
+    c.setblocking(False)
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    sent = bytearray()
+    for _ in range(4096):  # at most 256 MiB, which an unbounded queue would take
+        try:
+            n = c.send(chunk)
+        except BlockingIOError:
+            break
+        sent += chunk[:n]
+    assert 2 << 20 <= len(sent) < 64 << 20
+    st = status()["counters"]
+    assert st["backlog_to_stack"] == 1 and st["redirected_bytes"] >= 2 << 20
+    assert recv_exact(s, len(sent)) == bytes(sent)
+    c.setblocking(True)
+    c.sendall(b"end")
+    assert recv_exact(s, 3) == b"end"
+    c.close(), s.close()

@@ -63,18 +63,18 @@ def test_parse_cidr():
 
 
 def test_percpu_counters_are_summed():
-    cpu0 = K.COUNTERS.pack(1, 100, 2, 20, 3, 0, 0, 1, 0)
-    cpu1 = K.COUNTERS.pack(4, 400, 0, 0, 1, 5, 0, 0, 2)
+    cpu0 = K.COUNTERS.pack(1, 100, 2, 20, 3, 0, 0, 1, 0, 0)
+    cpu1 = K.COUNTERS.pack(4, 400, 0, 0, 1, 5, 0, 0, 2, 3)
     c = K.sum_percpu_counters(cpu0 + cpu1, 2)
     assert c["redirected_msgs"] == 5 and c["redirected_bytes"] == 500
     assert c["passed_msgs"] == 2 and c["sockets_added"] == 4 and c["sockets_remote"] == 5
-    assert c["pinned_to_stack"] == 1 and c["bulk_to_stack"] == 2
+    assert c["pinned_to_stack"] == 1 and c["bulk_to_stack"] == 2 and c["backlog_to_stack"] == 3
 
 
 def test_config_pack_and_bounds():
-    raw = K.pack_config(bulk_bytes=65536, apply_bytes=0, cork_bytes=7)
+    raw = K.pack_config(bulk_bytes=65536, apply_bytes=0, cork_bytes=7, max_queued=9)
     assert len(raw) == 16 and K.unpack_config(raw) == {"bulk_bytes": 65536, "apply_bytes": 0,
-                                                       "cork_bytes": 7}
+                                                       "cork_bytes": 7, "max_queued": 9}
     with pytest.raises(UsageError):
         K.pack_config(bulk_bytes=-1)
     with pytest.raises(UsageError):
@@ -85,7 +85,7 @@ def test_header_and_python_agree_on_sizes():
     import pathlib
     h = (pathlib.Path(__file__).parents[2] / "bpf" / "sockredir.h").read_text()
     assert "sizeof(struct fp_sock_key) == 56" in h and K.SOCK_KEY.size == 56
-    assert "sizeof(struct fp_counters) == 72" in h and K.COUNTERS.size == 72
+    assert "sizeof(struct fp_counters) == 80" in h and K.COUNTERS.size == 80
     assert "sizeof(struct fp_config) == 16" in h and K.CONFIG.size == 16
     for f in K.COUNTER_FIELDS:
         assert f"__u64 {f};" in h

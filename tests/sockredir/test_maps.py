@@ -48,9 +48,9 @@ def test_local_nets_add_list_remove():
 
 
 def test_counters_read_sums_cpus_and_handles_empty():
-    m = DictMap(4, 72 * 3)
+    m = DictMap(4, 80 * 3)
     c = Counters(m, 3)
     assert c.read()["redirected_bytes"] == 0
-    m.update(struct.pack("<I", 0), K.COUNTERS.pack(1, 10, 0, 0, 0, 0, 0, 0, 0) * 3)
+    m.update(struct.pack("<I", 0), K.COUNTERS.pack(1, 10, 0, 0, 0, 0, 0, 0, 0, 0) * 3)
     r = c.read()
     assert r["redirected_msgs"] == 3 and r["redirected_bytes"] == 30

@@ -10,8 +10,8 @@ def test_short_torture():
     rep = torture.run(seconds=14, connections=16, budget=8 << 20, seed=None,
                       toggle_every=(0.7, 1.5), grace=20)
     d = rep.to_dict()
-    assert rep.worker_error is None, rep.worker_error
-    assert rep.failures == [], rep.failures[:20]
+    assert rep.worker_error is None, (rep.seed, rep.worker_error)
+    assert rep.failures == [], (rep.seed, rep.failures[:20])
     assert d["total_connections"] >= 100 and d["toggles"] >= 4
     for kind in torture.KINDS:
         k = d["by_kind"][kind]

@@ -4,7 +4,7 @@
     fastpath accel disable
     fastpath accel status [--sockets]
     fastpath accel local [--add CIDR] [--remove CIDR]
-    fastpath accel tune [--bulk-bytes N] [--apply-bytes N] [--cork-bytes N]
+    fastpath accel tune [--max-queued N] [--bulk-bytes N] [--apply-bytes N] [--cork-bytes N]
     fastpath accel run -- CMD [ARGS...]
     fastpath accel torture [--seconds N]
 """
@@ -67,6 +67,9 @@ def register(sub) -> None:
 
 
 def _tuning_flags(p) -> None:
+    p.add_argument("--max-queued", type=int, default=None, metavar="N",
+                   help="when the peer holds N unread redirected bytes, the sender moves to "
+                        "the TCP stack, whose window bounds memory (default 16 MiB); 0: no limit")
     p.add_argument("--bulk-bytes", type=int, default=None, metavar="N",
                    help="a socket sending one message of >= N bytes leaves the redirect for "
                         "good (bulk flows are faster through TCP); 0: never")
@@ -78,7 +81,7 @@ def _tuning_flags(p) -> None:
 
 
 def _config(args) -> dict:
-    return {k: getattr(args, k) for k in ("bulk_bytes", "apply_bytes", "cork_bytes")
+    return {k: getattr(args, k) for k in ("bulk_bytes", "apply_bytes", "cork_bytes", "max_queued")
             if getattr(args, k) is not None}
 
 
@@ -149,6 +152,7 @@ def _status(args) -> int:
                 ("sockets skipped (remote peer)", c["sockets_remote"]),
                 ("sockets kept on the stack", c["pinned_to_stack"]),
                 ("bulk sockets moved to the stack", c["bulk_to_stack"]),
+                ("sockets moved to the stack (peer backlog)", c["backlog_to_stack"]),
                 ("tuning", ", ".join(f"{k}={v}" for k, v in s["config"].items())),
                 ("map insert failures", c["sockets_failed"])]
         parts = [table("accel", ["", "value"], rows)]

@@ -35,7 +35,11 @@ PROG_SOCKOPS, PROG_SK_MSG = "prog_sockops", "prog_sk_msg"
 MAP_SOCKHASH, MAP_COUNTERS, MAP_LOCAL4, MAP_LOCAL6, MAP_CONFIG = (
     "map_sockhash", "map_counters", "map_local4", "map_local6", "map_config")
 SHARED_MAPS = ("fp_sockhash", "fp_counters", "fp_local4", "fp_local6", "fp_config",
-               "fp_sk_state")
+               "fp_sk_addr", "fp_sk_state")
+# fp_config.max_queued unless told otherwise: a peer may hold this many unread redirected
+# bytes before its sender moves to the TCP stack. Without a bound a sender whose peer does
+# not read queues without limit (256 MiB accepted here in a test, until tcp_mem pressure).
+DEFAULT_MAX_QUEUED = 16 << 20
 
 
 ZERO = b"\0\0\0\0"
@@ -220,7 +224,8 @@ def enable(cgroup_path: str, extra_local: list, config: dict | None = None) -> d
             local.add(n)
         for mm in local.by_family.values():
             mm.close()
-        cfg = {**dict.fromkeys(K.CONFIG_FIELDS, 0), **(config or {})}
+        cfg = {**dict.fromkeys(K.CONFIG_FIELDS, 0), "max_queued": DEFAULT_MAX_QUEUED,
+               **(config or {})}
         with B.Fd(os.dup(ops.map_fd("fp_config"))) as cfd:
             B.KernelMap(cfd, 4, K.CONFIG.size, "fp_config").update(ZERO, K.pack_config(**cfg))
 

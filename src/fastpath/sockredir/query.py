@@ -54,6 +54,7 @@ class _Maps:
         self.maps: dict[int, object] = {}  # map id -> KernelMap
         self.scanned = 0.0
         self.pin_ident: tuple | None = None
+        self.others: set[int] = set()  # ids of maps that are not fp_sockhash
 
     def get(self) -> list:
         from fastpath.sockredir import loader
@@ -83,8 +84,10 @@ class _Maps:
                 found[B.obj_id(fd.fileno())] = B.KernelMap(fd, K.SOCK_KEY.size, 8, pinned)
             except Exception:
                 pass
-        for map_id in _map_ids():
-            if map_id in found:
+        ids = _map_ids()
+        self.others &= set(ids)
+        for map_id in ids:
+            if map_id in found or map_id in self.others:
                 continue
             if map_id in self.maps:
                 found[map_id] = self.maps.pop(map_id)
@@ -95,6 +98,7 @@ class _Maps:
             if _map_name(fd.fileno()) == MAP_NAME:
                 found[map_id] = B.KernelMap(fd, K.SOCK_KEY.size, 8, f"map id {map_id}")
             else:
+                self.others.add(map_id)
                 fd.close()
         for m in self.maps.values():
             if m not in found.values():
