@@ -205,7 +205,7 @@ def enable(cgroup_path: str, extra_local: list, config: dict | None = None) -> d
     objs: list[B.BpfObject] = []
     pinned: list[str] = []
     cg_fd = None
-    attached_msg = attached_ops = False
+    attached_ops = False
     try:
         ops = B.BpfObject(object_path("sockops"))
         objs.append(ops)
@@ -232,7 +232,6 @@ def enable(cgroup_path: str, extra_local: list, config: dict | None = None) -> d
         sockhash_fd = ops.map_fd("fp_sockhash")
         B.prog_attach(msg.prog_fd("fp_sk_msg"), sockhash_fd, B.BPF_SK_MSG_VERDICT,
                       "sk_msg to fp_sockhash")
-        attached_msg = True
 
         os.makedirs(pin_dir(), exist_ok=True)
         # sockops last: is_enabled() tests for its pin
