@@ -357,3 +357,24 @@ def test_a_peer_that_does_not_read_bounds_the_sender(fastpath, accel):
     c.sendall(b"end")
     assert recv_exact(s, 3) == b"end"
     c.close(), s.close()
+
+
+def test_ipv4_mapped_sockets_stay_on_the_stack(accel):
+    """A dual-stack listener's child of an IPv4 client is AF_INET6 with ::ffff:127.0.0.1:
+    the two ends would never agree on a key, so sockops leaves such sockets out (the IPv4
+    end alone in the map just misses) and the bytes take the stack intact."""
+    from fastpath.sockredir.query import is_accelerated
+    with in_cgroup(accel["cgroup"]):
+        ls = socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True)
+        c = socket.create_connection(("127.0.0.1", ls.getsockname()[1]), timeout=10)
+    s, _ = ls.accept()
+    ls.close()
+    assert s.getpeername()[0] == "::ffff:127.0.0.1"
+    assert not is_accelerated(s)
+    data = os.urandom(300_000)
+    c.sendall(data)
+    assert recv_exact(s, len(data)) == data
+    s.sendall(b"ok")
+    assert recv_exact(c, 2) == b"ok"
+    assert status()["counters"]["redirected_bytes"] == 0
+    c.close(), s.close()

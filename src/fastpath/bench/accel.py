@@ -176,6 +176,14 @@ def run(args) -> BenchResult:
                     if variant == "accel":
                         res.add_goal(f"bulk {tag} accel/plain", r, ">=", 1.0)
         res.params["counters_after"] = counters
+        res.notes.append(
+            "why bulk differs: a redirected message lands in the peer's psock queue, which "
+            "neither SO_RCVBUF nor SO_SNDBUF bounds, so an iperf3 sender runs ahead of its "
+            "reader (accel-unbounded: fast, but memory grows without limit until tcp_mem "
+            "pressure). With the default max_queued the flow moves to the TCP stack once its "
+            "reader is 16 MiB behind, and a sockmap socket on the stack pays tcp_bpf's "
+            f"pass path (accel+bulk shows that cost); flows moved: "
+            f"{counters['backlog_to_stack']} by backlog, {counters['bulk_to_stack']} by size")
         res.notes.append("shared 2-CPU VM, other users' tests running: medians of interleaved "
                          "rounds; compare ratios, not absolutes")
         res.notes.append(f"accel = defaults (max_queued {loader.DEFAULT_MAX_QUEUED >> 20} MiB); "
