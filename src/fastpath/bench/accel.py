@@ -29,6 +29,7 @@ import subprocess
 import time
 
 from fastpath.bench.harness import BenchResult, cpus, interleave
+from fastpath.errors import FastpathError
 
 DESCRIPTION = "socket redirect vs the TCP stack: sockperf 64 B ping-pong, iperf3 bulk"
 CIDR = "10.244.80.0/24"
@@ -40,8 +41,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--seconds", type=float, default=None,
-                   help="length of each sockperf/iperf3 run (default 2, --quick 1)")
+    p.add_argument("--seconds", type=int, default=None,
+                   help="length of each sockperf/iperf3 run, whole seconds (default 2, --quick 1)")
     p.add_argument("--bulk-bytes", type=int, default=BULK_BYTES,
                    help="fp_config.bulk_bytes for the `bulk` variant")
 
@@ -62,7 +63,7 @@ def _preexec(netns: str, cpu: int, cgroup: str | None):
 class Bench:
     def __init__(self, args) -> None:
         self.args = args
-        self.seconds = args.seconds or (1.0 if args.quick else 2.0)
+        self.seconds = max(1, args.seconds or (1 if args.quick else 2))  # sockperf -t: integer
         self.port = 47600
 
     def _next_port(self) -> int:
@@ -100,7 +101,8 @@ class Bench:
             self._stop(srv)
         m = _P50.search(out)
         if not m:
-            raise RuntimeError(f"sockperf printed no percentiles:\n{out[-800:]}")
+            raise FastpathError(f"sockperf printed no percentiles: {out.strip()[-300:]}",
+                                op="sockperf ping-pong")
         return float(m.group(1))
 
     def bulk(self, where, cpus_, cg, tune):
@@ -116,7 +118,7 @@ class Bench:
             self._stop(srv)
         d = json.loads(p.stdout)
         if "error" in d:
-            raise RuntimeError(f"iperf3: {d['error']}")
+            raise FastpathError(d["error"], op="iperf3")
         return d["end"]["sum_received"]["bits_per_second"] / 1e9
 
     def _tune(self, tune) -> None:
