@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--underlay", default=None, help="underlay CIDR (default 10.255.0.0/24)")
     p.add_argument("--pod-supernet", default=None, help="pod CIDRs come from here, a /24 per node "
                    "(default 10.244.0.0/16)")
+    p.add_argument("--accel", action="store_true",
+                   help="also enable socket redirect (fastpath accel) for the pods' TCP; "
+                        "`fastpath exec` then runs commands in the accel cgroup")
     add_json_flag(p)
     p.set_defaults(func=cmd_up)
 
@@ -128,16 +131,30 @@ def cmd_up(args) -> int:
                        pod_supernet=args.pod_supernet or plan.DEFAULT_POD_SUPERNET,
                        routing_options={"route_reflector": args.route_reflector,
                                         "bgp_hold": args.bgp_hold})
+    accel = None
+    if getattr(args, "accel", False):
+        from fastpath.sockredir.cluster import enable_for
+        accel = enable_for(c)
     if not made:
         msg = (f"a cluster exists already in scope {c.scope}* ({len(c.nodes)} nodes, {len(c.pods)} pods, "
                f"{c.phase}): nothing changed; `fastpath down` removes it")
+        if accel is not None:
+            msg = msg.replace("nothing changed", "accel enabled, nothing else changed")
         if getattr(args, "json", False):
             emit(args, {"created": False, "message": msg, **c.to_dict()})
         else:
             console(stderr=True).print(f"fastpath: {msg}")
         return 0
     routes = routing.get(c.routing).status(c)
-    emit(args, {"created": True, **_cluster_data(c, routes)}, lambda d: _tables(c, routes))
+
+    def render(d):
+        t = _tables(c, routes)
+        if accel is None:
+            return t
+        from rich.console import Group
+        return Group(t, f"accel: sockops on {accel['cgroup']}, local {', '.join(accel['local'])}")
+    emit(args, {"created": True, **_cluster_data(c, routes),
+                **({"accel": accel} if accel else {})}, render)
     return 0
 
 
@@ -224,6 +241,8 @@ def cmd_exec(args) -> int:
     pod = cluster.require().pod(args.pod)
     with Netns.open(pod.netns) as n:
         setns(n.fd, f"enter netns {pod.netns}")
+    from fastpath.sockredir.cluster import join_if_enabled
+    join_if_enabled()  # pod processes are accelerated when accel is on
     try:
         os.execvp(argv[0], argv)
     except OSError as e:
