@@ -10,8 +10,9 @@ Invariants:
   empty, never that the pipe is full, and bytes leave in the order they came, once.
 - `shutdown(dst, SHUT_WR)` happens only after `src` said EOF *and* the pipe and buffer
   are empty: half-close travels per direction and never overtakes data.
-- The pipe is held only while it has bytes in it: an idle connection holds no pipe
-  (HAProxy's rule too), so the pool serves the connections that move data.
+- The pipe is held only while bytes flow: it goes back to the pool, empty, when the
+  source runs dry (WANT_READ) or ends, so an idle connection holds no pipe (HAProxy's
+  rule too) and the pool serves the connections that move data.
 - Switching splice -> copy (EINVAL before any byte moved; or data readable that splice
   cannot see, an sk_msg-redirected socket) happens with an empty pipe, so no byte is
   stranded in it. Switching copy -> splice (auto mode, a read of at least `splice_min`
@@ -131,11 +132,10 @@ class Direction:
                     self.buf = self.shared_buf
                 continue
             # nothing pending from here on
-            if p is not None:
-                # empty pipe goes back between transfers: idle connections hold none
-                self.pipe = None
-                self.pipes.put(p)
             if self.eof:
+                if p is not None:
+                    self.pipe = None
+                    self.pipes.put(p)
                 if not self.shut:
                     self.shut = True
                     try:
@@ -146,11 +146,11 @@ class Direction:
                 return DONE
             # 2. read
             if self.splicing:
-                p = self.pipes.get()
+                if p is None:
+                    p = self.pipe = self.pipes.get()
                 if p is None:
                     r = self._copy_in()  # no pipe (cap or fds): this read copies
                 else:
-                    self.pipe = p
                     r = self._splice_in(p)
             else:
                 r = self._copy_in()
@@ -174,6 +174,8 @@ class Direction:
                 if self.strikes >= (STRIKES if self.ever_spliced_in else 2):
                     self._to_copy("redirected")
                 return 0  # retry now: the bytes are there, by splice or by copy
+            self.pipe = None
+            self.pipes.put(p)  # empty: an idle direction holds no pipe
             return WANT_READ
         except OSError as e:
             if e.errno in _RESET:
