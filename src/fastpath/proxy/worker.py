@@ -26,6 +26,7 @@ import errno
 import json
 import logging
 import os
+import resource
 import select
 import signal
 import socket
@@ -46,6 +47,7 @@ IN_EV = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 OUT_EV = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 _LINGER_RST = struct.pack("ii", 1, 0)
 _ACCEPT_PAUSE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+FD_RESERVE = 16      # fds kept free for a backend socket, pipes, checks, the status file
 TICK = 0.1            # timer resolution: timeouts are checked this often
 PUBLISH_EVERY = 0.5   # status file refresh
 ACCEPT_BATCH = 64
@@ -132,6 +134,7 @@ class Worker:
         self.live: dict[int, Conn] = {}
         self._cid = 0
         self.accept_paused_until = 0.0
+        self.fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.draining = False
         self.drain_deadline = 0.0
         self.stop = False
@@ -166,13 +169,7 @@ class Worker:
                 return
             except OSError as e:
                 if e.errno in _ACCEPT_PAUSE_ERRNOS:
-                    if not self.accept_paused_until:
-                        log.warning("accept on %s: %s; accepting paused",
-                                    st.svc.name, os.strerror(e.errno))
-                        self.counters["accept_paused"] += 1
-                    self.accept_paused_until = now + 0.1
-                    for s in self.services.values():
-                        self._pause(s)
+                    self._pause_accepting(now, os.strerror(e.errno))
                     return
                 if e.errno in (errno.ECONNABORTED, errno.EPERM, errno.EPROTO):
                     continue
@@ -184,6 +181,25 @@ class Worker:
             conn = Conn(self._cid, st, client, peer)
             conn.last = now
             self._connect(conn, now)
+            if fd >= self.fd_limit - FD_RESERVE:
+                # fds are allocated lowest first, so fd ~ fds open: this one was served
+                # from the reserve; the next ones wait in the kernel's queue
+                self._pause_accepting(now, f"{fd + 1} of {self.fd_limit} fds in use")
+                return
+
+    def _pause_accepting(self, now: float, why: str) -> None:
+        if not self.accept_paused_until:
+            log.warning("accepting paused: %s", why)
+            self.counters["accept_paused"] += 1
+        self.accept_paused_until = now + 0.1
+        for s in self.services.values():
+            self._pause(s)
+
+    def _fds_in_use(self) -> int:
+        try:
+            return len(os.listdir("/proc/self/fd")) - 1  # minus listdir's own
+        except OSError:
+            return self.fd_limit  # EMFILE: as full as it gets
 
     # --- backends
 
@@ -203,9 +219,7 @@ class Worker:
             st.refused += 1
             conn.client.close()
             if e.errno in _ACCEPT_PAUSE_ERRNOS:
-                self.accept_paused_until = now + 0.1
-                for s in self.services.values():
-                    self._pause(s)
+                self._pause_accepting(now, e.strerror)
             return
         bs.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -382,9 +396,12 @@ class Worker:
                          conn.peer[0], conn.peer[1], now - conn.last)
                 self._close(conn, clean=True)
         if self.accept_paused_until and now >= self.accept_paused_until:
-            self.accept_paused_until = 0.0
-            for st in self.services.values():
-                self._resume(st)
+            if self._fds_in_use() < self.fd_limit - FD_RESERVE:
+                self.accept_paused_until = 0.0
+                for st in self.services.values():
+                    self._resume(st)
+            else:
+                self.accept_paused_until = now + 0.1
         self.pipes.trim(now)
 
     # --- status

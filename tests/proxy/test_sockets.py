@@ -1,0 +1,334 @@
+"""The proxy on real sockets (loopback): bytes, half-close, RST, backend failures,
+timeouts, reload, drain, fd exhaustion, leaks. Each test runs its own proxy process."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from tests.proxy.conftest import connect, fd_count, recv_all
+
+
+def cfg(listen, backends, extra="", glob=""):
+    lines = ["global", "    pipe-idle 300ms", "    drain-timeout 5s", glob,
+             "service t", f"    listen {listen[0]}:{listen[1]}"]
+    lines += [f"    backend {h}:{p}" for h, p in backends]
+    lines.append(extra)
+    return "\n".join(lines) + "\n"
+
+
+def roundtrip(addr, data: bytes) -> bytes:
+    s = connect(addr, timeout=20)
+    got = {}
+
+    def reader():
+        got["b"] = recv_all(s)
+    t = threading.Thread(target=reader)
+    t.start()
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    t.join(30)
+    s.close()
+    return got["b"]
+
+
+@pytest.mark.parametrize("mode", ["splice", "copy", "auto"])
+def test_every_byte_once_in_order(mode, addr, backends, proxy):
+    be = backends(addr, 9001)
+    p = proxy(cfg((addr, 9000), [be.addr]), mode=mode)
+    data = os.urandom(6 << 20)
+    out = roundtrip((addr, 9000), data)
+    assert hashlib.sha256(out).digest() == hashlib.sha256(data).digest()
+    # small ones too, several at once
+    results = []
+    ts = [threading.Thread(target=lambda i=i: results.append(roundtrip((addr, 9000), bytes([i]) * 777)))
+          for i in range(8)]
+    [t.start() for t in ts]
+    [t.join(30) for t in ts]
+    assert sorted(results) == sorted(bytes([i]) * 777 for i in range(8))
+    time.sleep(0.6)
+    st = p.status()["proxies"][0]
+    c = st["counters"]
+    if mode == "splice":
+        assert c["bytes_spliced"] >= 2 * len(data) and c.get("bytes_copied", 0) == 0
+    elif mode == "copy":
+        assert c["bytes_copied"] >= 2 * len(data) and c.get("bytes_spliced", 0) == 0
+        assert st["pipes"]["created"] == 0
+    else:
+        assert c["bytes_spliced"] > len(data) and c["bytes_copied"] > 0
+
+
+def test_half_close_each_way(addr, backends, proxy):
+    def late_reply(c):
+        # reads the whole request (EOF), then answers: needs the client's FIN carried
+        req = recv_all(c)
+        c.sendall(b"got %d" % len(req))
+    be = backends(addr, 9001, late_reply)
+    proxy(cfg((addr, 9000), [be.addr]), mode="splice")
+    s = connect((addr, 9000))
+    s.sendall(b"x" * 100_000)
+    s.shutdown(socket.SHUT_WR)
+    assert recv_all(s) == b"got 100000"
+    s.close()
+
+    def speaks_first_then_listens(c):
+        c.sendall(b"hello")
+        c.shutdown(socket.SHUT_WR)       # backend -> client direction ends first
+        speaks_first_then_listens.got = recv_all(c)
+    be2 = backends(addr, 9003, speaks_first_then_listens)
+    proxy(cfg((addr, 9002), [be2.addr]))
+    s = connect((addr, 9002))
+    assert recv_all(s) == b"hello"       # EOF seen, yet the other way is still open
+    s.sendall(b"still talking")
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(0.3)
+    assert speaks_first_then_listens.got == b"still talking"
+    s.close()
+
+
+def test_rst_is_carried_as_rst(addr, backends, proxy):
+    seen = {}
+    ev = threading.Event()
+
+    def reader(c):
+        try:
+            while c.recv(65536):
+                pass
+            seen["r"] = "eof"
+        except ConnectionResetError:
+            seen["r"] = "rst"
+        ev.set()
+    be = backends(addr, 9001, reader)
+    proxy(cfg((addr, 9000), [be.addr]))
+    s = connect((addr, 9000))
+    s.sendall(b"abc")
+    time.sleep(0.2)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    assert ev.wait(5) and seen["r"] == "rst"
+
+    def resetter(c):
+        c.recv(10)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    be2 = backends(addr, 9003, resetter)
+    p = proxy(cfg((addr, 9002), [be2.addr]))
+    s = connect((addr, 9002))
+    s.sendall(b"hi")
+    with pytest.raises(ConnectionResetError):
+        while s.recv(100):
+            pass
+    s.close()
+    time.sleep(0.2)
+    assert "reset the connection" in p.text()
+
+
+def test_backend_refused_closes_client_cleanly_and_is_logged(addr, proxy):
+    p = proxy(cfg((addr, 9000), [(addr, 9009)]))   # nothing listens on 9009
+    s = connect((addr, 9000))
+    s.sendall(b"anyone?")
+    assert recv_all(s) == b""                        # FIN, not RST
+    s.close()
+    time.sleep(0.2)
+    assert "connect: Connection refused" in p.text()
+
+
+def test_backend_dies_mid_stream(addr, backends, proxy):
+    def dies(c):
+        c.recv(10)
+        c.sendall(b"partial")
+        c.close()               # the backend goes away in the middle of the exchange
+    be = backends(addr, 9001, dies)
+    p = proxy(cfg((addr, 9000), [be.addr]))
+    s = connect((addr, 9000))
+    s.sendall(b"req")
+    got = b""
+    try:
+        got = recv_all(s)
+    except ConnectionResetError:
+        pass
+    assert got == b"partial"
+    s.close()
+    # the proxy lives on and serves the next client
+    be2_out = roundtrip((addr, 9000), b"q")
+    assert be2_out == b"partial"
+    assert p.proc.poll() is None
+
+
+def test_connect_and_idle_timeouts(addr, backends, proxy):
+    # a backend whose accept queue is full: SYNs are dropped, connect never completes
+    stuck = socket.socket()
+    stuck.bind((addr, 9001))
+    stuck.listen(0)
+    fill = []
+    for _ in range(3):
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex((addr, 9001))
+        fill.append(f)
+    time.sleep(0.1)
+    p = proxy(cfg((addr, 9000), [(addr, 9001)], "    connect-timeout 300ms"))
+    t0 = time.monotonic()
+    s = connect((addr, 9000))
+    assert recv_all(s) == b""
+    assert 0.2 < time.monotonic() - t0 < 3
+    s.close()
+    for f in fill:
+        f.close()
+    stuck.close()
+    time.sleep(0.2)
+    assert "connect timeout" in p.text()
+
+    be = backends(addr, 9003)
+    p2 = proxy(cfg((addr, 9002), [be.addr], "    idle-timeout 400ms"))
+    s = connect((addr, 9002))
+    s.sendall(b"ping")
+    assert s.recv(10) == b"ping"
+    t0 = time.monotonic()
+    assert recv_all(s) == b""                   # closed by the proxy after 400 ms idle
+    assert 0.3 < time.monotonic() - t0 < 3
+    s.close()
+
+
+def test_reload_keeps_connections_and_refuses_bad_config(addr, backends, proxy):
+    be1 = backends(addr, 9001, lambda c: (c.sendall(b"one:"), echo_rest(c)))
+    be2 = backends(addr, 9002, lambda c: (c.sendall(b"two:"), echo_rest(c)))
+    p = proxy(cfg((addr, 9000), [be1.addr]), workers=2)
+    old = connect((addr, 9000))
+    assert old.recv(4) == b"one:"
+    gen0 = p.status()["proxies"][0]["generation"]
+
+    p.cfg.write_text(cfg((addr, 9000), [be1.addr]) + "    bogus 1\n")
+    r = p.fastpath("proxy", "reload", "--name", p.name, check=False)
+    assert r.returncode == 2
+    assert f"{p.cfg}:9: unknown directive 'bogus'" in r.stderr
+    assert p.status()["proxies"][0]["generation"] == gen0
+    s = connect((addr, 9000))
+    assert s.recv(4) == b"one:"                  # still the running config
+    s.close()
+
+    p.cfg.write_text(cfg((addr, 9000), [be2.addr]))
+    p.fastpath("proxy", "reload", "--name", p.name)
+    for _ in range(4):
+        s = connect((addr, 9000))
+        assert s.recv(4) == b"two:"
+        s.close()
+    # the connection made before both reloads still works, both ways
+    old.sendall(b"x" * 200_000)
+    old.shutdown(socket.SHUT_WR)
+    assert recv_all(old) == b"x" * 200_000
+    old.close()
+
+
+def echo_rest(c):
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        c.sendall(b)
+
+
+def test_sigterm_drains_established_connections(addr, backends, proxy):
+    be = backends(addr, 9001)
+    p = proxy(cfg((addr, 9000), [be.addr]))
+    s = connect((addr, 9000))
+    s.sendall(b"a")
+    assert s.recv(1) == b"a"
+    p.proc.send_signal(15)
+    time.sleep(0.5)
+    assert p.proc.poll() is None                  # draining: our connection lives
+    with pytest.raises(OSError):
+        connect((addr, 9000), timeout=1)          # but nobody listens any more
+    s.sendall(b"b")
+    assert s.recv(1) == b"b"
+    s.close()
+    assert p.proc.wait(5) == 0
+
+
+def test_fd_limit_pauses_accepting_and_recovers(addr, backends, proxy):
+    be = backends(addr, 9001)
+    # 48 fds: the proxy serves a dozen connections, the rest wait in the accept queue
+    p = proxy(cfg((addr, 9000), [be.addr]), nofile=48)
+    clients = [connect((addr, 9000)) for _ in range(30)]
+    for s in clients:
+        s.sendall(b"p")
+    time.sleep(0.3)
+    served = sum(1 for s in clients if _answers(s))
+    assert 3 <= served < 30
+    got = {}
+    late = threading.Thread(target=lambda: got.setdefault("b", roundtrip((addr, 9000), b"late")))
+    late.start()
+    time.sleep(0.3)
+    assert p.proc.poll() is None and "b" not in got     # waiting, not refused
+    for s in clients:
+        s.close()
+    late.join(10)
+    assert got["b"] == b"late"                           # served once fds were free
+    assert roundtrip((addr, 9000), b"z" * 100_000) == b"z" * 100_000
+    time.sleep(0.6)
+    assert p.status()["proxies"][0]["counters"].get("accept_paused", 0) >= 1
+    assert "accepting paused" in p.text() and p.proc.poll() is None
+
+
+def _answers(s) -> bool:
+    s.settimeout(0.02)
+    try:
+        return s.recv(1) == b"p"
+    except OSError:
+        return False
+
+
+def test_no_fd_or_pipe_leak_after_load(addr, backends, proxy):
+    be = backends(addr, 9001)
+    p = proxy(cfg((addr, 9000), [be.addr]), mode="splice")
+    (wpid,) = p.worker_pids()
+    base = fd_count(wpid)
+
+    def client(i):
+        for _ in range(10):
+            assert roundtrip((addr, 9000), bytes([i]) * 50_000) == bytes([i]) * 50_000
+    ts = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+    [t.start() for t in ts]
+    [t.join(60) for t in ts]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and fd_count(wpid) != base:
+        time.sleep(0.1)
+    assert fd_count(wpid) == base                 # idle pipes trimmed after 300 ms
+    time.sleep(0.6)
+    pipes = p.status()["proxies"][0]["pipes"]
+    assert pipes["in_use"] == 0 and pipes["free"] == 0
+    assert pipes["created"] >= 1 and pipes["reused"] > pipes["created"]
+    assert pipes["closed"] == pipes["created"]
+
+
+def test_workers_share_the_port_and_health_checks_steer(addr, backends, proxy):
+    be1 = backends(addr, 9001, lambda c: c.sendall(b"1"))
+    dead = (addr, 9002)
+    p = proxy(cfg((addr, 9000), [be1.addr, dead],
+                  "    check interval 100ms timeout 100ms fall 1 rise 1"), workers=2)
+    time.sleep(0.5)
+    for _ in range(8):
+        s = connect((addr, 9000))
+        assert recv_all(s) == b"1"               # never sent to the dead one
+        s.close()
+    time.sleep(0.6)
+    st = p.status()["proxies"][0]
+    assert len(st["workers"]) == 2
+    bs = {b["backend"]: b for b in st["services"][0]["backends"]}
+    assert bs[f"{addr}:9002"]["up_in_workers"] == 0 and bs[f"{addr}:9001"]["up_in_workers"] == 2
+    assert "is down" in p.text()
+
+
+def test_check_command_and_bad_config_at_start(tmp_path, fastpath):
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("service a\n    listen 127.0.0.1:1\n    balance random\n")
+    r = fastpath("proxy", "run", "-c", str(bad), check=False)
+    assert r.returncode == 2
+    assert f"{bad}:3: balance: 'random' is not one of roundrobin, leastconn" in r.stderr
+    r = fastpath("proxy", "check", "-c", str(bad), "--json", check=False)
+    assert r.returncode == 2 and '"ConfigError"' in r.stdout
