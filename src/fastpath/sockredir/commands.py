@@ -1,0 +1,164 @@
+"""`fastpath accel`: socket-level redirect with eBPF (sockops + sk_msg on a SOCKHASH).
+
+    fastpath accel enable [--cgroup PATH] [--local CIDR ...]
+    fastpath accel disable
+    fastpath accel status [--sockets]
+    fastpath accel local [--add CIDR] [--remove CIDR]
+    fastpath accel run -- CMD [ARGS...]
+    fastpath accel torture [--seconds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from fastpath.output import add_json_flag
+
+
+def register(sub) -> None:
+    p = sub.add_parser("accel", help="socket-level redirect for same-node TCP (eBPF sockmap)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    asub = p.add_subparsers(dest="accel_cmd", metavar="CMD", required=True)
+
+    e = asub.add_parser("enable", help="load, pin and attach the programs to a cgroup")
+    e.add_argument("--cgroup", metavar="PATH",
+                   help="cgroup v2 to attach to (absolute or relative to the cgroup2 root); "
+                        "default: fp-[tag-]accel, created by fastpath")
+    e.add_argument("--local", metavar="CIDR", action="append", default=[],
+                   help="a prefix whose peers are on this node (pod CIDR); repeatable. "
+                        "The node's own addresses and loopback are always local")
+    add_json_flag(e)
+    e.set_defaults(func=_enable)
+
+    d = asub.add_parser("disable", help="detach and unpin (redirected connections keep working)")
+    add_json_flag(d)
+    d.set_defaults(func=_disable)
+
+    s = asub.add_parser("status", help="where it is attached, sockets in the map, counters")
+    s.add_argument("--sockets", action="store_true", help="list the sockets in the map")
+    add_json_flag(s)
+    s.set_defaults(func=_status)
+
+    lo = asub.add_parser("local", help="show or change the prefixes counted as on this node")
+    lo.add_argument("--add", metavar="CIDR", action="append", default=[])
+    lo.add_argument("--remove", metavar="CIDR", action="append", default=[])
+    add_json_flag(lo)
+    lo.set_defaults(func=_local)
+
+    r = asub.add_parser("run", help="run a command in the accelerated cgroup")
+    r.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD")
+    r.set_defaults(func=_run)
+
+    t = asub.add_parser("torture", help="many concurrent streams, hash-checked, with accel "
+                                        "toggled mid-stream and abrupt closes")
+    t.add_argument("--seconds", type=float, default=60.0)
+    t.add_argument("--connections", type=int, default=24, help="concurrent streams per wave")
+    t.add_argument("--max-size", type=int, default=4 << 20, help="largest message (bytes)")
+    t.add_argument("--seed", type=int, default=None)
+    add_json_flag(t)
+    t.set_defaults(func=_torture)
+
+
+def _enable(args) -> int:
+    from fastpath.output import emit
+    from fastpath.sockredir import cgroup, keys, loader
+
+    nets = [keys.parse_cidr(c) for c in args.local]  # validate before touching anything
+    res = loader.enable(cgroup.resolve(args.cgroup), nets)
+    emit(args, res, lambda r: (f"accel enabled: sockops on {r['cgroup']}"
+                               f"{' (created)' if r['created_cgroup'] else ''}, pins in "
+                               f"{r['pins']}, local: {', '.join(r['local']) or '-'}"))
+    return 0
+
+
+def _disable(args) -> int:
+    from fastpath.output import emit
+    from fastpath.sockredir import loader
+
+    res = loader.disable()
+
+    def render(r):
+        line = f"accel disabled: detached from {', '.join(r['detached']) or 'nothing'}, " \
+               f"{len(r['unpinned'])} pins removed"
+        if r["removed_cgroup"]:
+            line += f", removed {r['removed_cgroup']}"
+        if r["processes_left_in_cgroup"]:
+            line += f"; cgroup kept: {len(r['processes_left_in_cgroup'])} processes still in it"
+        if r["sockets_still_redirected"]:
+            line += f"; {r['sockets_still_redirected']} sockets keep redirecting until they close"
+        return line
+    emit(args, res, render)
+    return 0
+
+
+def _status(args) -> int:
+    from fastpath.output import emit, table
+    from fastpath.sockredir import loader
+
+    st = loader.status()
+    if not args.sockets:
+        st.pop("socket_keys", None)
+
+    def render(s):
+        if not s["enabled"]:
+            return "accel: not enabled"
+        from rich.console import Group
+        c = s["counters"]
+        rows = [("cgroup", s["cgroup"]), ("attached", "yes" if s["attached"] else "NO"),
+                ("pins", s["pins"]), ("processes in cgroup", s["processes_in_cgroup"]),
+                ("sockets in map", s["sockets"]), ("local", ", ".join(s["local"]) or "-"),
+                ("messages redirected", c["redirected_msgs"]),
+                ("bytes redirected", c["redirected_bytes"]),
+                ("messages via stack (misses)", c["passed_msgs"]),
+                ("bytes via stack", c["passed_bytes"]),
+                ("sockets added", c["sockets_added"]),
+                ("sockets skipped (remote peer)", c["sockets_remote"]),
+                ("sockets kept on the stack", c["pinned_to_stack"]),
+                ("map insert failures", c["sockets_failed"])]
+        parts = [table("accel", ["", "value"], rows)]
+        if s.get("socket_keys") is not None:
+            parts.append(table("sockets", ["local -> remote"], [(k,) for k in s["socket_keys"]]))
+        return Group(*parts)
+    emit(args, st, render)
+    return 0
+
+
+def _local(args) -> int:
+    from fastpath.output import emit
+    from fastpath.sockredir import keys, loader
+
+    add = [keys.parse_cidr(c) for c in args.add]
+    rm = [keys.parse_cidr(c) for c in args.remove]
+    nets = loader.set_local(add, rm)
+    emit(args, {"local": nets}, lambda d: "\n".join(d["local"]) or "(none)")
+    return 0
+
+
+def _run(args) -> int:
+    import os
+
+    from fastpath.errors import NotFound, UsageError
+    from fastpath.sockredir import cgroup, loader
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise UsageError("nothing to run", hint="fastpath accel run -- CMD [ARGS]")
+    att = loader.attachment() if loader.is_enabled() else None
+    if not att:
+        raise NotFound("accel is not enabled in this instance", hint="fastpath accel enable")
+    cgroup.move(0, att["cgroup"])
+    try:
+        os.execvp(cmd[0], cmd)
+    except FileNotFoundError as e:
+        raise NotFound(f"{cmd[0]}: command not found") from e
+    return 127
+
+
+def _torture(args) -> int:
+    from fastpath.output import emit
+    from fastpath.sockredir import torture
+
+    rep = torture.run(seconds=args.seconds, connections=args.connections,
+                      max_size=args.max_size, seed=args.seed)
+    emit(args, rep.to_dict(), torture.render)
+    return 0 if rep.ok else 1

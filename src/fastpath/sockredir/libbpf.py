@@ -1,0 +1,281 @@
+"""The syscall edge to BPF: libbpf (Debian libbpf1) through ctypes.
+
+Kernel and library facts this module relies on:
+- libbpf >= 1.0 returns NULL and sets errno from bpf_object__open_file, and a negative
+  errno from every int-returning call (no more ERR_PTR), so one check covers both.
+- A verifier rejection comes back as EACCES/EINVAL from bpf_object__load; the log only
+  reaches us through the libbpf_set_print callback, so load() captures it and raises
+  VerifierRejected carrying it.
+- Percpu map values are read as one value per *possible* CPU, each rounded up to 8 bytes.
+
+Every fd is owned by an `Fd` that closes once and forgets its number (fd = -1).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+
+from fastpath.errors import KernelError, MissingDependency
+
+# enum bpf_attach_type (include/uapi/linux/bpf.h)
+BPF_CGROUP_SOCK_OPS = 3
+BPF_SK_MSG_VERDICT = 7
+BPF_ANY = 0
+BPF_NOEXIST = 1
+
+LIBBPF_NAME = "libbpf.so.1"
+
+
+class VerifierRejected(KernelError):
+    """bpf_object__load failed; `log` holds what libbpf and the verifier printed."""
+
+    def __init__(self, msg: str, *, log: str, **kw) -> None:
+        super().__init__(msg, **kw)
+        self.log = log
+
+    def __str__(self) -> str:
+        tail = "\n".join(self.log.rstrip().splitlines()[-60:])
+        return super().__str__() + ("\n--- verifier log (last lines) ---\n" + tail if tail else "")
+
+
+_lib = None
+_lib_lock = threading.RLock()
+_print_lines: list[str] | None = None
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+
+
+@_PRINT_FN
+def _on_print(level, fmt, ap):  # libbpf's printf-style callback; va_list is a pointer on x86-64
+    buf = ctypes.create_string_buffer(4096)
+    _libc.vsnprintf(buf, len(buf), fmt, ap)
+    if _print_lines is not None:
+        _print_lines.append(buf.value.decode(errors="replace"))
+    return 0
+
+
+def lib():
+    """libbpf, loaded once, with argument types declared and printing captured."""
+    global _lib
+    with _lib_lock:
+        if _lib is not None:
+            return _lib
+        try:
+            L = ctypes.CDLL(LIBBPF_NAME, use_errno=True)
+        except OSError as e:
+            raise MissingDependency(f"cannot load {LIBBPF_NAME}: {e}",
+                                    hint="install the Debian package libbpf1") from e
+        P, I, U, S = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint, ctypes.c_char_p
+        sigs = {
+            "libbpf_set_print": (P, [P]),
+            "bpf_object__open_file": (P, [S, P]),
+            "bpf_object__load": (I, [P]),
+            "bpf_object__close": (None, [P]),
+            "bpf_object__find_program_by_name": (P, [P, S]),
+            "bpf_object__find_map_by_name": (P, [P, S]),
+            "bpf_program__fd": (I, [P]),
+            "bpf_map__fd": (I, [P]),
+            "bpf_map__reuse_fd": (I, [P, I]),
+            "bpf_obj_pin": (I, [I, S]),
+            "bpf_obj_get": (I, [S]),
+            "bpf_prog_attach": (I, [I, I, U, U]),
+            "bpf_prog_detach2": (I, [I, I, U]),
+            "bpf_prog_query": (I, [I, U, U, P, P, P]),
+            "bpf_prog_get_fd_by_id": (I, [U]),
+            "bpf_obj_get_info_by_fd": (I, [I, P, P]),
+            "bpf_map_lookup_elem": (I, [I, P, P]),
+            "bpf_map_update_elem": (I, [I, P, P, ctypes.c_uint64]),
+            "bpf_map_delete_elem": (I, [I, P]),
+            "bpf_map_get_next_key": (I, [I, P, P]),
+            "libbpf_num_possible_cpus": (I, []),
+        }
+        for fname, (res, args) in sigs.items():
+            f = getattr(L, fname)
+            f.restype, f.argtypes = res, args
+        L.libbpf_set_print(ctypes.cast(_on_print, ctypes.c_void_p))
+        _lib = L
+        return L
+
+
+def _check(op: str, rc: int) -> int:
+    """libbpf 1.x: negative return is -errno."""
+    if rc < 0:
+        raise KernelError(os.strerror(-rc), op=op, errno=-rc)
+    return rc
+
+
+class Fd:
+    """An owned file descriptor: closes once, then holds -1."""
+
+    def __init__(self, fd: int, what: str = "") -> None:
+        self.fd = fd
+        self.what = what
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def fileno(self) -> int:
+        if self.fd < 0:
+            raise ValueError(f"{self.what or 'fd'} is closed")
+        return self.fd
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def obj_get(path: str) -> Fd:
+    """Open a pinned program or map (BPF_OBJ_GET)."""
+    fd = lib().bpf_obj_get(path.encode())
+    return Fd(_check(f"open pinned {path}", fd), path)
+
+
+def obj_pin(fd: int, path: str) -> None:
+    _check(f"pin {path}", lib().bpf_obj_pin(fd, path.encode()))
+
+
+def prog_attach(prog_fd: int, target_fd: int, attach_type: int, what: str) -> None:
+    _check(f"attach {what}", lib().bpf_prog_attach(prog_fd, target_fd, attach_type, 0))
+
+
+def prog_detach(prog_fd: int, target_fd: int, attach_type: int, what: str) -> None:
+    _check(f"detach {what}", lib().bpf_prog_detach2(prog_fd, target_fd, attach_type))
+
+
+def prog_query(target_fd: int, attach_type: int, what: str) -> list[int]:
+    """IDs of the programs attached to target_fd for attach_type."""
+    ids = (ctypes.c_uint32 * 64)()
+    cnt = ctypes.c_uint32(64)
+    flags = ctypes.c_uint32(0)
+    _check(f"query programs on {what}", lib().bpf_prog_query(
+        target_fd, attach_type, 0, ctypes.byref(flags), ids, ctypes.byref(cnt)))
+    return list(ids[: cnt.value])
+
+
+def prog_get_by_id(prog_id: int) -> Fd:
+    fd = lib().bpf_prog_get_fd_by_id(prog_id)
+    return Fd(_check(f"open program id {prog_id}", fd), f"prog {prog_id}")
+
+
+def obj_id(fd: int) -> int:
+    """The kernel id of a program or map fd (bpf_prog_info.id / bpf_map_info.id, both at +4)."""
+    buf = (ctypes.c_uint8 * 256)()
+    n = ctypes.c_uint32(len(buf))
+    _check("get object info", lib().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)))
+    return int.from_bytes(bytes(buf[4:8]), "little")
+
+
+def possible_cpus() -> int:
+    return _check("count possible CPUs", lib().libbpf_num_possible_cpus())
+
+
+class KernelMap:
+    """Element access to a map fd, bytes in and out; the edge that maps.py wraps."""
+
+    def __init__(self, fd: Fd, key_size: int, value_size: int, name: str) -> None:
+        self.fd = fd
+        self.key_size = key_size
+        self.value_size = value_size
+        self.name = name
+
+    def lookup(self, key: bytes) -> bytes | None:
+        v = ctypes.create_string_buffer(self.value_size)
+        rc = lib().bpf_map_lookup_elem(self.fd.fileno(), key, v)
+        if rc == -2:  # ENOENT
+            return None
+        _check(f"lookup in {self.name}", rc)
+        return v.raw
+
+    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+        _check(f"update {self.name}", lib().bpf_map_update_elem(self.fd.fileno(), key, value, flags))
+
+    def delete(self, key: bytes) -> bool:
+        rc = lib().bpf_map_delete_elem(self.fd.fileno(), key)
+        if rc == -2:
+            return False
+        _check(f"delete from {self.name}", rc)
+        return True
+
+    def keys(self, limit: int = 1 << 20):
+        cur = None
+        nxt = ctypes.create_string_buffer(self.key_size)
+        for _ in range(limit):
+            rc = lib().bpf_map_get_next_key(self.fd.fileno(), cur, nxt)
+            if rc == -2:
+                return
+            _check(f"iterate {self.name}", rc)
+            cur = ctypes.create_string_buffer(nxt.raw, self.key_size)
+            yield nxt.raw
+
+    def close(self) -> None:
+        self.fd.close()
+
+
+class BpfObject:
+    """One BPF ELF object opened and loaded by libbpf; closes once."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        L = lib()
+        ptr = L.bpf_object__open_file(path.encode(), None)
+        if not ptr:
+            e = ctypes.get_errno()
+            raise KernelError(os.strerror(e), op=f"open BPF object {path}", errno=e)
+        self._obj = ptr
+
+    def _map_ptr(self, name: str):
+        p = lib().bpf_object__find_map_by_name(self._obj, name.encode())
+        if not p:
+            raise KernelError(f"no map {name} in {self.path}", op="find map")
+        return p
+
+    def reuse_map(self, name: str, fd: int) -> None:
+        """Use an existing map (from another object or a pin) for `name` before load()."""
+        _check(f"reuse map {name}", lib().bpf_map__reuse_fd(self._map_ptr(name), fd))
+
+    def load(self) -> None:
+        global _print_lines
+        with _lib_lock:
+            _print_lines = []
+            try:
+                rc = lib().bpf_object__load(self._obj)
+            finally:
+                log, _print_lines = "".join(_print_lines), None
+        if rc < 0:
+            raise VerifierRejected(os.strerror(-rc), op=f"load {os.path.basename(self.path)}",
+                                   errno=-rc, log=log,
+                                   hint="the kernel refused the program; see the verifier log")
+
+    def prog_fd(self, name: str) -> int:
+        p = lib().bpf_object__find_program_by_name(self._obj, name.encode())
+        if not p:
+            raise KernelError(f"no program {name} in {self.path}", op="find program")
+        return _check(f"fd of program {name}", lib().bpf_program__fd(p))
+
+    def map_fd(self, name: str) -> int:
+        return _check(f"fd of map {name}", lib().bpf_map__fd(self._map_ptr(name)))
+
+    def close(self) -> None:
+        obj, self._obj = self._obj, None
+        if obj:
+            lib().bpf_object__close(obj)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

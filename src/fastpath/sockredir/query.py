@@ -1,0 +1,148 @@
+"""Is this socket accelerated? For fastpath's proxy, which splices: splice(2) reads TCP's
+receive queue and never sees bytes redirected into a socket's psock queue, so a proxy must
+copy (recv/send) on sockets that are in a sockhash.
+
+    from fastpath.sockredir.query import is_accelerated
+    if is_accelerated(sock): ...copy...
+
+Cost: getsockname + getpeername + two getsockopts (SO_COOKIE, SO_NETNS_COOKIE) and one
+map lookup per sockhash known (a few microseconds). The answer is exact: the sockhash
+value read from user space is the socket cookie of the socket stored under the key, so a
+stale or colliding key cannot give a false yes.
+
+Which maps: this instance's pinned fp_sockhash, plus every other live map named
+fp_sockhash (other instances, or a map whose pins a `disable` removed while its
+connections still redirect), found by walking BPF map ids at most once per RESCAN_S.
+That walk needs CAP_SYS_ADMIN; without it only the pinned map is consulted.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import struct
+import threading
+import time
+
+from fastpath.sockredir import keys as K
+
+SO_COOKIE = 57
+SO_NETNS_COOKIE = 71
+RESCAN_S = 1.0
+MAP_NAME = b"fp_sockhash"
+
+
+def socket_key(sock: socket.socket) -> K.SockKey:
+    """The key sockops gave this socket (raises OSError if it is not connected)."""
+    local, remote = sock.getsockname(), sock.getpeername()
+    netns = 0
+    if K.is_loopback(remote[0]):
+        netns = struct.unpack("<Q", sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+    return K.SockKey.for_end(sock.family, local[:2], remote[:2], netns)
+
+
+def socket_cookie(sock: socket.socket) -> int:
+    return struct.unpack("<Q", sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0]
+
+
+class _Maps:
+    """Open fds of the sockhash maps worth asking, refreshed at most every RESCAN_S."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.maps: dict[int, object] = {}  # map id -> KernelMap
+        self.scanned = 0.0
+
+    def get(self) -> list:
+        with self.lock:
+            now = time.monotonic()
+            if now - self.scanned >= RESCAN_S:
+                self._rescan()
+                self.scanned = now
+            return list(self.maps.values())
+
+    def _rescan(self) -> None:
+        from fastpath.sockredir import libbpf as B
+        from fastpath.sockredir import loader
+
+        found: dict[int, object] = {}
+        pinned = loader.pin_path(loader.MAP_SOCKHASH)
+        if os.path.exists(pinned):
+            try:
+                fd = B.obj_get(pinned)
+                found[B.obj_id(fd.fileno())] = B.KernelMap(fd, K.SOCK_KEY.size, 8, pinned)
+            except Exception:
+                pass
+        for map_id in _map_ids():
+            if map_id in found:
+                continue
+            if map_id in self.maps:
+                found[map_id] = self.maps.pop(map_id)
+                continue
+            fd = _map_fd_by_id(map_id)
+            if fd is None:
+                continue
+            if _map_name(fd.fileno()) == MAP_NAME:
+                found[map_id] = B.KernelMap(fd, K.SOCK_KEY.size, 8, f"map id {map_id}")
+            else:
+                fd.close()
+        for m in self.maps.values():
+            if m not in found.values():
+                m.close()
+        self.maps = found
+
+
+_maps = _Maps()
+
+
+def _map_ids() -> list[int]:
+    from fastpath.sockredir import libbpf as B
+    L = B.lib()
+    f = L.bpf_map_get_next_id
+    f.restype, f.argtypes = ctypes.c_int, [ctypes.c_uint32, ctypes.c_void_p]
+    out, cur, nxt = [], 0, ctypes.c_uint32(0)
+    while f(cur, ctypes.byref(nxt)) == 0 and len(out) < 1 << 16:
+        cur = nxt.value
+        out.append(cur)
+    return out
+
+
+def _map_fd_by_id(map_id: int):
+    from fastpath.sockredir import libbpf as B
+    L = B.lib()
+    f = L.bpf_map_get_fd_by_id
+    f.restype, f.argtypes = ctypes.c_int, [ctypes.c_uint32]
+    fd = f(map_id)
+    return B.Fd(fd, f"map {map_id}") if fd >= 0 else None
+
+
+def _map_name(fd: int) -> bytes:
+    """bpf_map_info.name: type, id, key_size, value_size, max_entries, map_flags (6 x u32),
+    then name[16] at offset 24."""
+    from fastpath.sockredir import libbpf as B
+    buf = (ctypes.c_uint8 * 256)()
+    n = ctypes.c_uint32(len(buf))
+    if B.lib().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)) < 0:
+        return b""
+    return bytes(buf[24:40]).split(b"\0", 1)[0]
+
+
+def is_accelerated(sock: socket.socket) -> bool:
+    """True when `sock` (a connected TCP socket) is in a fastpath sockhash, i.e. the bytes
+    its peer sends may arrive through the psock queue that splice(2) does not read."""
+    if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        key = socket_key(sock).pack()
+        cookie = socket_cookie(sock)
+    except OSError:
+        return False
+    for m in _maps.get():
+        try:
+            raw = m.lookup(key)
+        except Exception:
+            continue
+        if raw is not None and struct.unpack("<Q", raw[:8])[0] == cookie:
+            return True
+    return False

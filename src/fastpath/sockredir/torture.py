@@ -1,0 +1,480 @@
+"""The torture test of socket redirect: many concurrent TCP streams, loopback in two pods
+(identical 127.0.0.1 ports in both) and pod-to-pod across namespaces, both directions at
+once, messages of 1 byte to 4 MiB, every byte checked against the sender's generator on
+arrival and a SHA-256 compared at both ends; accel disabled and re-enabled underneath the
+streams; some connections reset (SO_LINGER 0) or closed by one end while the other sends.
+
+Pass: every clean stream arrives complete and identical (no byte lost, reordered or
+corrupted); every aborted stream delivers an exact prefix and then an error or EOF; no
+end waits past the deadline.
+
+Layout: the orchestrator (`run`) owns the namespaces and toggles accel; one worker process,
+alone in the accel cgroup, runs all the streams (`python -m fastpath.sockredir.torture
+--worker SPEC`) and prints its report as JSON.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import math
+import os
+import random
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+KINDS = ("loop-a", "loop-b", "pod-ab", "pod-ba")
+MODES = ("clean",) * 7 + ("reset-client", "reset-server", "close-while-sending")
+HEADER = struct.Struct("<QQQ")  # conn id, client seed, server seed
+LOOP_PORT = 47011
+POD_PORT = 47012
+MIN_SIZE = 1
+
+
+class Stream:
+    """The bytes one end sends: messages of log-uniform size in [1, max_size] up to
+    `budget` bytes, generated from `seed`; the receiver regenerates them to check."""
+
+    def __init__(self, seed: int, budget: int, max_size: int) -> None:
+        self.rng = random.Random(seed)
+        self.left = budget
+        self.max_size = max_size
+
+    def next(self) -> bytes | None:
+        if self.left <= 0:
+            return None
+        size = int(math.exp(self.rng.uniform(0, math.log(self.max_size))))
+        size = max(MIN_SIZE, min(size, self.left))
+        self.left -= size
+        return self.rng.randbytes(size)
+
+
+class Checker:
+    """Compares arriving bytes with the peer's generator, so the first wrong byte is
+    reported with its offset."""
+
+    def __init__(self, seed: int, budget: int, max_size: int) -> None:
+        self.gen = Stream(seed, budget, max_size)
+        self.pending = b""
+        self.offset = 0
+        self.total = budget
+        self.sha = hashlib.sha256()
+        self.bad: str | None = None
+
+    def feed(self, data: bytes) -> None:
+        self.sha.update(data)
+        view = memoryview(data)
+        while view and self.bad is None:
+            if not self.pending:
+                nxt = self.gen.next()
+                if nxt is None:
+                    self.bad = f"{len(view)} bytes past the end of the stream at {self.offset}"
+                    return
+                self.pending = nxt
+            n = min(len(view), len(self.pending))
+            if view[:n] != self.pending[:n]:
+                i = next(i for i in range(n) if view[i] != self.pending[i])
+                self.bad = f"wrong byte at offset {self.offset + i}"
+                return
+            self.pending = self.pending[n:]
+            view = view[n:]
+            self.offset += n
+
+    @property
+    def complete(self) -> bool:
+        return self.offset == self.total and self.bad is None
+
+
+@dataclass
+class EndResult:
+    sent: int = 0
+    received: int = 0
+    sent_sha: str = ""
+    recv_sha: str = ""
+    error: str | None = None     # an errno name seen (ECONNRESET, EPIPE), or a failure
+    failure: str | None = None   # what makes the run fail
+    complete: bool = False
+
+
+def _pump(sock: socket.socket, out: Stream, chk: Checker, deadline: float,
+          abort_at: int | None, res: EndResult, sent_sha) -> None:
+    """Full duplex on one non-blocking socket until both directions end; `abort_at`: reset
+    the connection after sending that many bytes."""
+    sock.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+    cur, off = out.next(), 0
+    send_done = cur is None
+    recv_done = False
+    if send_done:
+        sock.shutdown(socket.SHUT_WR)
+        sel.modify(sock, selectors.EVENT_READ)
+    try:
+        while not (send_done and recv_done):
+            if time.monotonic() > deadline:
+                res.failure = (f"hang: sent {res.sent}, received {res.received} of "
+                               f"{chk.total} when the deadline passed")
+                return
+            for _key, ev in sel.select(0.5):
+                if ev & selectors.EVENT_READ and not recv_done:
+                    try:
+                        data = sock.recv(1 << 20)
+                    except BlockingIOError:
+                        data = None
+                    if data == b"":
+                        recv_done = True
+                        if send_done:
+                            break
+                        sel.modify(sock, selectors.EVENT_WRITE)
+                    elif data:
+                        res.received += len(data)
+                        chk.feed(data)
+                        if chk.bad:
+                            res.failure = chk.bad
+                            return
+                if ev & selectors.EVENT_WRITE and not send_done:
+                    try:
+                        n = sock.send(memoryview(cur)[off:off + (1 << 22)])
+                    except BlockingIOError:
+                        n = 0
+                    sent_sha.update(memoryview(cur)[off:off + n])
+                    off += n
+                    res.sent += n
+                    if abort_at is not None and res.sent >= abort_at:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+                        res.error = "reset by us"
+                        return
+                    if off == len(cur):
+                        cur, off = out.next(), 0
+                        if cur is None:
+                            send_done = True
+                            sock.shutdown(socket.SHUT_WR)
+                            sel.modify(sock, 0 if recv_done else selectors.EVENT_READ) \
+                                if not recv_done else None
+                            if recv_done:
+                                break
+    except OSError as e:
+        res.error = errno.errorcode.get(e.errno or 0, str(e))
+    finally:
+        sel.close()
+        res.complete = chk.complete
+        res.recv_sha = chk.sha.hexdigest()
+        res.sent_sha = sent_sha.hexdigest()
+
+
+# --- worker: runs in the accel cgroup -------------------------------------------------
+
+def _worker(spec: dict) -> dict:
+    from fastpath.sockredir.netns import in_netns
+    from fastpath.sockredir.query import is_accelerated
+
+    rng = random.Random(spec["seed"])
+    pods = spec["pods"]  # [{"netns":..., "ip":...}, ...] a, b
+    deadline_all = time.monotonic() + spec["seconds"] + spec["grace"]
+    stop_new = time.monotonic() + spec["seconds"]
+    lock = threading.Lock()
+    pending: dict[int, dict] = {}
+    results: list[dict] = []
+
+    def listener(ns, addr):
+        return in_netns(ns, lambda: socket.create_server(addr, backlog=256))
+
+    listeners = {
+        "loop-a": (pods[0]["netns"], listener(pods[0]["netns"], ("127.0.0.1", LOOP_PORT))),
+        "loop-b": (pods[1]["netns"], listener(pods[1]["netns"], ("127.0.0.1", LOOP_PORT))),
+        "pod-ab": (pods[0]["netns"], listener(pods[1]["netns"], (pods[1]["ip"], POD_PORT))),
+        "pod-ba": (pods[1]["netns"], listener(pods[0]["netns"], (pods[0]["ip"], POD_PORT))),
+    }
+    targets = {"loop-a": ("127.0.0.1", LOOP_PORT), "loop-b": ("127.0.0.1", LOOP_PORT),
+               "pod-ab": (pods[1]["ip"], POD_PORT), "pod-ba": (pods[0]["ip"], POD_PORT)}
+
+    def server_end(conn: socket.socket):
+        try:
+            conn.settimeout(10)
+            hdr = b""
+            while len(hdr) < HEADER.size:
+                b = conn.recv(HEADER.size - len(hdr))
+                if not b:
+                    return
+                hdr += b
+            cid, cseed, sseed = HEADER.unpack(hdr)
+            with lock:
+                plan = pending.pop(cid)
+            res = EndResult()
+            acc = is_accelerated(conn)
+            abort_at = plan["abort_at"] if plan["mode"] == "reset-server" else None
+            out = Stream(sseed, plan["sbudget"], spec["max_size"])
+            chk = Checker(cseed, plan["cbudget"], spec["max_size"])
+            if plan["mode"] == "close-while-sending":
+                # stop reading after a prefix, then close with the client still sending
+                chk_limit = plan["abort_at"]
+                conn.setblocking(True)
+                conn.settimeout(5)
+                while res.received < chk_limit:
+                    try:
+                        b = conn.recv(min(1 << 20, chk_limit - res.received))
+                    except OSError as e:
+                        res.error = errno.errorcode.get(e.errno or 0, str(e))
+                        break
+                    if not b:
+                        break
+                    res.received += len(b)
+                    chk.feed(b)
+                    if chk.bad:
+                        res.failure = chk.bad
+                        break
+                res.error = res.error or "closed by us"
+            else:
+                _pump(conn, out, chk, deadline_all, abort_at, res, hashlib.sha256())
+            plan["server"] = res.__dict__
+            plan["server_accelerated"] = acc
+        except Exception as e:  # reported, not swallowed: a failure of the run
+            plan = locals().get("plan") or {"id": -1}
+            plan["server"] = {"failure": f"server: {type(e).__name__}: {e}"}
+        finally:
+            conn.close()
+            with lock:
+                results.append(plan)
+
+    def acceptor(kind):
+        ls = listeners[kind][1]
+        ls.settimeout(0.5)
+        while time.monotonic() < deadline_all and not stopping.is_set():
+            try:
+                conn, _ = ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=server_end, args=(conn,), daemon=True).start()
+
+    def client_end(plan):
+        res = EndResult()
+        sock = None
+        try:
+            ns = listeners[plan["kind"]][0]
+            sock = in_netns(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.settimeout(10)
+            sock.connect(targets[plan["kind"]])
+            plan["client_accelerated"] = is_accelerated(sock)
+            sock.sendall(HEADER.pack(plan["id"], plan["cseed"], plan["sseed"]))
+            abort_at = plan["abort_at"] if plan["mode"] == "reset-client" else None
+            out = Stream(plan["cseed"], plan["cbudget"], spec["max_size"])
+            chk = Checker(plan["sseed"], plan["sbudget"], spec["max_size"])
+            if plan["mode"] == "close-while-sending":
+                chk = Checker(plan["sseed"], 0, spec["max_size"])
+                out = Stream(plan["cseed"], plan["cbudget"], spec["max_size"])
+            _pump(sock, out, chk, deadline_all, abort_at, res, hashlib.sha256())
+        except Exception as e:
+            res.failure = f"client: {type(e).__name__}: {e}"
+        finally:
+            if sock is not None:
+                sock.close()
+            plan["client"] = res.__dict__
+            client_done.release()
+
+    stopping = threading.Event()
+    acceptors = [threading.Thread(target=acceptor, args=(k,), daemon=True) for k in KINDS]
+    for t in acceptors:
+        t.start()
+    client_done = threading.Semaphore(0)
+    started = 0
+    clients = []
+    running = 0
+    while time.monotonic() < stop_new:
+        while running < spec["connections"]:
+            mode = rng.choice(MODES)
+            cb = int(math.exp(rng.uniform(0, math.log(spec["budget"]))))
+            sb = int(math.exp(rng.uniform(0, math.log(spec["budget"]))))
+            if mode == "close-while-sending":
+                sb = 0
+                cb = max(cb, 4 << 20)
+            plan = {"id": started, "kind": rng.choice(KINDS), "mode": mode,
+                    "cseed": rng.getrandbits(63), "sseed": rng.getrandbits(63),
+                    "cbudget": cb, "sbudget": sb,
+                    "abort_at": rng.randint(0, max(0, min(cb, sb) if mode == "reset-server"
+                                                   else cb) // 2)}
+            with lock:
+                pending[started] = plan
+            t = threading.Thread(target=client_end, args=(plan,), daemon=True)
+            t.start()
+            clients.append((plan, t))
+            started += 1
+            running += 1
+        if client_done.acquire(timeout=0.2):
+            running -= 1
+    for plan, t in clients:
+        t.join(max(0.1, deadline_all - time.monotonic()))
+    # servers finish after their clients
+    end = time.monotonic() + 10
+    while time.monotonic() < min(end, deadline_all + 5):
+        with lock:
+            if len(results) >= len(clients):
+                break
+        time.sleep(0.05)
+    stopping.set()
+    for _, ls in listeners.values():
+        ls.close()
+    by_id = {p["id"]: p for p, _ in clients}
+    for p in by_id.values():
+        p.setdefault("server", {"failure": "server end never finished (hang)"})
+        p.setdefault("client", {"failure": "client end never finished (hang)"})
+    return {"connections": list(by_id.values())}
+
+
+def judge(conn: dict) -> str | None:
+    """Why one connection failed, or None."""
+    c, s, mode = conn["client"], conn["server"], conn["mode"]
+    for end, r in (("client", c), ("server", s)):
+        if r.get("failure"):
+            return f"{end}: {r['failure']}"
+    if mode == "clean":
+        for end, r, peer in (("client", c, s), ("server", s, c)):
+            if not r["complete"] or r.get("error"):
+                return (f"{end} got {r['received']} bytes and {r.get('error') or 'EOF'}, "
+                        f"stream incomplete (bytes lost)")
+            if r["recv_sha"] != peer["sent_sha"]:
+                return f"{end}: sha256 differs from what the peer sent"
+    return None
+
+
+# --- orchestrator ---------------------------------------------------------------------
+
+@dataclass
+class TortureReport:
+    seconds: float
+    toggles: int = 0
+    connections: list[dict] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    counters: dict = field(default_factory=dict)
+    worker_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.worker_error is None and bool(self.connections)
+
+    def summary(self) -> dict:
+        out: dict = {}
+        for c in self.connections:
+            k = out.setdefault(c["kind"], {"connections": 0, "accelerated": 0, "bytes": 0,
+                                           "clean": 0, "aborted": 0})
+            k["connections"] += 1
+            k["accelerated"] += bool(c.get("client_accelerated") and c.get("server_accelerated"))
+            k["bytes"] += c["client"].get("received", 0) + c["server"].get("received", 0)
+            k["clean" if c["mode"] == "clean" else "aborted"] += 1
+        return out
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "seconds": self.seconds, "toggles": self.toggles,
+                "by_kind": self.summary(), "failures": self.failures,
+                "counters": self.counters, "worker_error": self.worker_error,
+                "total_connections": len(self.connections)}
+
+
+def _add(acc: dict, c: dict) -> None:
+    for k, v in c.items():
+        acc[k] = acc.get(k, 0) + v
+
+
+def run(seconds: float = 30.0, connections: int = 24, max_size: int = 4 << 20,
+        budget: int = 12 << 20, seed: int | None = None, toggle_every: tuple = (0.5, 2.0),
+        grace: float = 30.0) -> TortureReport:
+    from fastpath.errors import AlreadyExists
+    from fastpath.sockredir import cgroup as CG
+    from fastpath.sockredir import loader
+    from fastpath.sockredir.netns import PodPair
+
+    if loader.is_enabled():
+        raise AlreadyExists("accel is enabled in this instance; the torture test toggles it "
+                            "itself", hint="fastpath accel disable, or use FASTPATH_INSTANCE")
+    seed = random.randrange(1 << 31) if seed is None else seed
+    rng = random.Random(seed)
+    rep = TortureReport(seconds=seconds)
+    pp = PodPair(prefix="tt", cidr="10.244.78.0/24")
+    import ipaddress
+    local = [ipaddress.ip_network(pp.cidr)]
+    worker = None
+    cg = CG.default_path()
+    try:
+        pp.create()
+        loader.enable(cg, local)
+        spec = {"seed": seed, "seconds": seconds, "grace": grace, "connections": connections,
+                "max_size": max_size, "budget": budget,
+                "pods": [{"netns": p.name, "ip": p.ip} for p in pp.pods]}
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "fastpath.sockredir.torture", "--worker", json.dumps(spec)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: CG.move(0, cg))
+        end = time.monotonic() + seconds
+        enabled = True
+        while time.monotonic() < end and worker.poll() is None:
+            time.sleep(min(rng.uniform(*toggle_every), max(0.0, end - time.monotonic())))
+            if time.monotonic() >= end:
+                break
+            if enabled:
+                _add(rep.counters, loader.status()["counters"])
+                loader.disable()
+            else:
+                loader.enable(cg, local)
+            enabled = not enabled
+            rep.toggles += 1
+        try:
+            out, err = worker.communicate(timeout=grace + 20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            out, err = worker.communicate()
+            rep.worker_error = "worker did not finish in time (hang)"
+        if worker.returncode != 0 and rep.worker_error is None:
+            rep.worker_error = f"worker exited {worker.returncode}: {err.strip()[-2000:]}"
+        if out.strip():
+            rep.connections = json.loads(out)["connections"]
+        for c in rep.connections:
+            why = judge(c)
+            if why:
+                rep.failures.append(f"#{c['id']} {c['kind']} {c['mode']}: {why}")
+        if loader.is_enabled():
+            _add(rep.counters, loader.status()["counters"])
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        if loader.is_enabled():
+            loader.disable()
+        CG.remove(cg)
+        pp.remove()
+    return rep
+
+
+def render(d: dict):
+    from rich.console import Group
+
+    from fastpath.output import table
+    rows = [(k, v["connections"], v["accelerated"], v["clean"], v["aborted"],
+             f"{v['bytes'] / 1e6:.1f}") for k, v in d["by_kind"].items()]
+    parts = [table(f"torture: {'PASS' if d['ok'] else 'FAIL'} ({d['total_connections']} "
+                   f"connections, {d['toggles']} accel toggles, {d['seconds']:.0f} s)",
+                   ["kind", "connections", "accelerated", "clean", "aborted", "MB checked"], rows)]
+    c = d.get("counters") or {}
+    parts.append(f"redirected: {c.get('redirected_msgs', 0)} messages, "
+                 f"{c.get('redirected_bytes', 0) / 1e6:.1f} MB; via stack: "
+                 f"{c.get('passed_msgs', 0)} messages")
+    if d["worker_error"]:
+        parts.append(f"worker: {d['worker_error']}")
+    parts += [f"FAIL {f}" for f in d["failures"][:50]]
+    return Group(*parts)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        print(json.dumps(_worker(json.loads(sys.argv[2]))))
+    else:
+        print("usage: fastpath accel torture [--seconds N]", file=sys.stderr)
+        sys.exit(2)
