@@ -198,4 +198,13 @@ def recv_all(s: socket.socket, limit: int = 1 << 30) -> bytes:
 
 
 def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    """Sockets and pipes the process holds (what a connection or a pipe leak would grow;
+    map fds the sockredir query keeps open for its lookups are not counted)."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        n += target.startswith(("socket:", "pipe:"))
+    return n

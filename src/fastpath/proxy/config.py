@@ -14,6 +14,7 @@ their directives are indented, `#` starts a comment.
         pipe-cap 4096            # pipes per worker, in use + free
         pipe-idle 30s            # free pipes idle this long are closed (0: never)
         drain-timeout 30s        # SIGTERM: established connections get this long
+        accel-check on           # ask sockredir whether a socket is in its sockhash
 
     service web
         listen 127.0.0.1:8080
@@ -73,6 +74,7 @@ class ProxyConfig:
     pipe_cap: int = 4096
     pipe_idle: float = 30.0
     drain_timeout: float = 30.0
+    accel_check: bool = True
     services: tuple[Service, ...] = field(default_factory=tuple)
     source: str = "<string>"
 
@@ -173,6 +175,7 @@ _GLOBAL: dict[str, tuple[str, Callable[[list[str]], object], bool]] = {
     "pipe-cap": ("pipe_cap", _one(_int_range(0, 1 << 20)), False),
     "pipe-idle": ("pipe_idle", _one(parse_duration), False),
     "drain-timeout": ("drain_timeout", _one(parse_duration), False),
+    "accel-check": ("accel_check", _one(lambda w: _choice(("on", "off"))(w) == "on"), False),
 }
 _SERVICE: dict[str, tuple[str, Callable[[list[str]], object], bool]] = {
     "listen": ("listen", _one(parse_endpoint), False),
@@ -275,6 +278,7 @@ def to_dict(cfg: ProxyConfig) -> dict:
         "source": cfg.source, "workers": cfg.worker_count(), "mode": cfg.mode,
         "splice_min": cfg.splice_min, "pipe_size": cfg.pipe_size, "pipe_cap": cfg.pipe_cap,
         "pipe_idle": cfg.pipe_idle, "drain_timeout": cfg.drain_timeout,
+        "accel_check": cfg.accel_check,
         "services": [{"name": s.name, "listen": f"{s.listen[0]}:{s.listen[1]}",
                       "backends": [f"{h}:{p}" for h, p in s.backends], "balance": s.balance,
                       "connect_timeout": s.connect_timeout, "idle_timeout": s.idle_timeout,

@@ -77,6 +77,17 @@ def drain_close(sock: socket.socket) -> None:
     sock.close()
 
 
+def _accel_query():
+    """sockredir's exact check (socket cookie in a fastpath sockhash), if installed. The
+    run-time detection in forward.Direction stays as the safety net for sockets that
+    join a sockhash this check cannot see (no CAP_SYS_ADMIN for the map walk)."""
+    try:
+        from fastpath.sockredir.query import is_accelerated
+    except ImportError:
+        return None
+    return is_accelerated
+
+
 class Conn:
     __slots__ = ("id", "svc", "client", "backend", "be", "peer", "c2b", "b2c", "r_c2b",
                  "r_b2c", "connecting", "deadline", "last", "closed")
@@ -139,6 +150,7 @@ class Worker:
         self.drain_deadline = 0.0
         self.stop = False
         self.counters = collections.Counter()
+        self.is_accelerated = _accel_query() if cfg.accel_check else None
         self.started = time.time()
 
     # --- listeners
@@ -253,8 +265,18 @@ class Worker:
         conn.connecting = False
         mode, smin = self.cfg.mode, self.cfg.splice_min
         cfd, bfd = conn.client.fileno(), conn.backend.fileno()
-        conn.c2b = Direction(cfd, bfd, self.ops, self.pipes, mode, smin, "c2b", self.shared_buf)
-        conn.b2c = Direction(bfd, cfd, self.ops, self.pipes, mode, smin, "b2c", self.shared_buf)
+        cmode = bmode = mode
+        if self.is_accelerated is not None and mode != "copy":
+            # bytes sent to a socket in the sockhash may arrive by sk_msg redirect, which
+            # splice cannot read: that socket's reading direction copies from the start
+            if self.is_accelerated(conn.client):
+                cmode = "copy"
+                self.counters["accel_sockets"] += 1
+            if self.is_accelerated(conn.backend):
+                bmode = "copy"
+                self.counters["accel_sockets"] += 1
+        conn.c2b = Direction(cfd, bfd, self.ops, self.pipes, cmode, smin, "c2b", self.shared_buf)
+        conn.b2c = Direction(bfd, cfd, self.ops, self.pipes, bmode, smin, "b2c", self.shared_buf)
         conn.last = now
         # edges seen while connecting were not acted on: pump both once
         self._pump(conn, True, True)
