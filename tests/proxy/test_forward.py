@@ -189,3 +189,21 @@ def test_random_schedules_never_lose_or_duplicate():
                 break
         assert bytes(dst.tx) == data, (trial, mode)
         assert pool.counters.in_use == 0
+
+
+def test_fin_behind_redirected_bytes_is_not_taken_for_eof():
+    # splice sees the FIN in the receive queue while the bytes sent before it wait in
+    # the psock queue: the direction must copy them out before forwarding the FIN
+    d, ops, pool, src, dst = setup("splice")
+    src.redirected = True
+    src.rx += b"r" * 3000
+    src.eof = True
+    real = ops.splice
+
+    def splice_sees_fin(fd_in, fd_out, n):
+        if fd_in == d.src:
+            return 0
+        return real(fd_in, fd_out, n)
+    ops.splice = splice_sees_fin
+    assert run_until_wait(d) == forward.DONE
+    assert bytes(dst.tx) == b"r" * 3000 and dst.shut_wr and d.fallback == "redirected"

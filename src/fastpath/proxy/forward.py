@@ -185,6 +185,11 @@ class Direction:
                 return 0
             raise
         if n == 0:
+            # EOF for splice: the FIN is in the receive queue. Redirected bytes sent
+            # before it may still wait in the psock queue, which only recvmsg reads.
+            if self.ops.pending(self.src, peek=True):
+                self._to_copy("redirected")
+                return 0
             self.eof = True
         else:
             p.fill += n
