@@ -86,8 +86,10 @@ def echo(c: socket.socket) -> None:
 
 class Proxy:
     def __init__(self, tmp: Path, text: str, workers: int = 1, mode: str | None = None,
-                 nofile: int | None = None, name: str = "p0") -> None:
+                 nofile: int | None = None, name: str = "p0",
+                 env: dict | None = None) -> None:
         self.name = name
+        self.env = env
         self.cfg = tmp / f"{name}.cfg"
         self.cfg.write_text(text)
         self.log = tmp / f"{name}.log"
@@ -101,7 +103,7 @@ class Proxy:
             pre = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))  # noqa: E731
         self.logf = open(self.log, "w")
         self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     preexec_fn=pre)
+                                     preexec_fn=pre, env=env)
         self.workers = workers
 
     def wait_ready(self, timeout: float = 10.0) -> dict:
@@ -118,7 +120,7 @@ class Proxy:
         import json
         p = subprocess.run([sys.executable, "-m", "fastpath", "proxy", "status", "--json",
                             "--name", self.name],
-                           capture_output=True, text=True, timeout=20)
+                           capture_output=True, text=True, timeout=20, env=self.env)
         if p.returncode != 0:
             if check:
                 raise AssertionError(p.stderr)
