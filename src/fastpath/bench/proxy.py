@@ -39,6 +39,8 @@ PROXY_CPU, LOAD_CPU = 1, 0
 def add_arguments(p) -> None:
     p.add_argument("--seconds", type=float, default=None, help="length of each sample")
     p.add_argument("--conns", type=int, default=16, help="wrk connections")
+    p.add_argument("--part", choices=("all", "bulk", "short", "pool"), default="all",
+                   help="run one part only")
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -250,10 +252,14 @@ def run(args) -> BenchResult:
     work = Path(tempfile.mkdtemp(prefix="fp-bench-proxy-"))
     env_instance = os.environ.get("FASTPATH_INSTANCE")
     setup = Setup(work, modes)
+    part = args.part
+    gbps: dict[str, list[float]] = {}
+    rps: dict[str, list[float]] = {}
+    bulk: dict[str, list[dict]] = {}
+    short: dict[str, list[dict]] = {}
     try:
-        setup.start()
-        bulk: dict[str, list[dict]] = {}
-
+        if part != "pool":
+            setup.start()
         def bulk_of(key: str, pids_key: str):
             def fn():
                 r = _iperf(setup, setup.ports[f"{key}-bulk"], seconds, setup.pids[pids_key])
@@ -263,8 +269,8 @@ def run(args) -> BenchResult:
         contenders = {"haproxy": bulk_of("haproxy", "haproxy")}
         for mode in modes:
             contenders[f"fastpath-{mode}"] = bulk_of(f"fastpath-{mode}", f"fastpath-{mode}")
-        gbps = interleave(contenders, rounds)
-        short: dict[str, list[dict]] = {}
+        if part in ("all", "bulk"):
+            gbps = interleave(contenders, rounds)
 
         def short_of(key: str):
             def fn():
@@ -272,12 +278,15 @@ def run(args) -> BenchResult:
                 short.setdefault(key, []).append(r)
                 return r["rps"]
             return fn
-        rps = interleave({"haproxy": short_of("haproxy"), "fastpath-auto": short_of("fastpath-auto")},
-                         rounds)
+        if part in ("all", "short"):
+            rps = interleave({"haproxy": short_of("haproxy"),
+                              "fastpath-auto": short_of("fastpath-auto")}, rounds)
     finally:
         setup.close()
         shutil.rmtree(work, ignore_errors=True)
     warm = {k: v[-rounds:] for k, v in bulk.items()}
+    # keep the raw per-sample figures next to the summaries
+    res.params["raw"] = {"bulk": bulk, "short": short}
     for k, v in gbps.items():
         res.add_series(f"bulk {k} Gbit/s", v, unit="Gbit/s")
         res.add_series(f"bulk {k} CPU s/GB", [x["cpu_s_per_gb"] for x in warm[k]], unit="CPU s/GB")
@@ -287,21 +296,26 @@ def run(args) -> BenchResult:
         errs = [x["errors"] for x in short[k] if x["errors"]]
         if errs:
             res.notes.append(f"wrk via {k}: {errs[-1]}")
-    n = 20000 if quick else 100000
-    pool = [_pool_bench(n) for _ in range(rounds)]
-    res.add_series("pool get+put ns", [x["pooled_ns"] for x in pool], unit="ns")
-    res.add_series("pipe2+setsize+close ns", [x["fresh_ns"] for x in pool], unit="ns")
-
-    r_bulk = res.add_ratio("bulk fastpath-auto/haproxy", "bulk fastpath-auto Gbit/s", "bulk haproxy Gbit/s")
-    r_cpu = res.add_ratio("CPU/GB fastpath-auto/haproxy", "bulk fastpath-auto CPU s/GB", "bulk haproxy CPU s/GB")
-    r_short = res.add_ratio("conn/s fastpath/haproxy", "short fastpath-auto conn/s", "short haproxy conn/s")
-    r_pool = res.add_ratio("pool/fresh", "pool get+put ns", "pipe2+setsize+close ns")
-    res.add_ratio("bulk splice/copy", "bulk fastpath-splice Gbit/s", "bulk fastpath-copy Gbit/s")
-    res.add_ratio("bulk auto/splice", "bulk fastpath-auto Gbit/s", "bulk fastpath-splice Gbit/s")
-    res.add_goal("bulk fastpath/haproxy", r_bulk, ">=", 1.0)
-    res.add_goal("CPU s per GB fastpath/haproxy", r_cpu, "<=", 1.0)
-    res.add_goal("conn/s fastpath/haproxy", r_short, ">=", 0.5)
-    res.add_goal("pool get+put / pipe2+close", r_pool, "<=", 0.05)
+    if part in ("all", "pool"):
+        n = 20000 if quick else 100000
+        pool = [_pool_bench(n) for _ in range(rounds)]
+        res.add_series("pool get+put ns", [x["pooled_ns"] for x in pool], unit="ns")
+        res.add_series("pipe2+setsize+close ns", [x["fresh_ns"] for x in pool], unit="ns")
+        r_pool = res.add_ratio("pool/fresh", "pool get+put ns", "pipe2+setsize+close ns")
+        res.add_goal("pool get+put / pipe2+close", r_pool, "<=", 0.05)
+    if gbps:
+        r_bulk = res.add_ratio("bulk fastpath-auto/haproxy", "bulk fastpath-auto Gbit/s",
+                               "bulk haproxy Gbit/s")
+        r_cpu = res.add_ratio("CPU/GB fastpath-auto/haproxy", "bulk fastpath-auto CPU s/GB",
+                              "bulk haproxy CPU s/GB")
+        res.add_ratio("bulk splice/copy", "bulk fastpath-splice Gbit/s", "bulk fastpath-copy Gbit/s")
+        res.add_ratio("bulk auto/splice", "bulk fastpath-auto Gbit/s", "bulk fastpath-splice Gbit/s")
+        res.add_goal("bulk fastpath/haproxy", r_bulk, ">=", 1.0)
+        res.add_goal("CPU s per GB fastpath/haproxy", r_cpu, "<=", 1.0)
+    if rps:
+        r_short = res.add_ratio("conn/s fastpath/haproxy", "short fastpath-auto conn/s",
+                                "short haproxy conn/s")
+        res.add_goal("conn/s fastpath/haproxy", r_short, ">=", 0.5)
     res.notes.append("shared 2-CPU VM with other jobs running: figures are noisy; proxies on "
                      f"CPU {PROXY_CPU}, iperf3/wrk and backends on CPU {LOAD_CPU}")
     if env_instance is None:
@@ -322,7 +336,9 @@ def plot(result: BenchResult, path: str) -> None:
         ("short connections p99", "ms", [k for k in s if k.endswith("p99 ms")]),
         ("pipe pool", "ns per pipe", [k for k in s if k.endswith(" ns")]),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
+    panels = [x for x in panels if x[2]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    axes = axes[0]
     for ax, (title, unit, keys) in zip(axes, panels):
         med = [s[k]["median"] for k in keys]
         lo = [s[k]["median"] - s[k]["min"] for k in keys]

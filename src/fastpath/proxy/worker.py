@@ -34,6 +34,7 @@ import struct
 import time
 
 from fastpath.proxy import forward
+from fastpath.proxy.accel import AccelProbe
 from fastpath.proxy.balance import Backend, Balancer
 from fastpath.proxy.config import ProxyConfig, Service
 from fastpath.proxy.forward import Direction
@@ -75,17 +76,6 @@ def drain_close(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
-
-
-def _accel_query():
-    """sockredir's exact check (socket cookie in a fastpath sockhash), if installed. The
-    run-time detection in forward.Direction stays as the safety net for sockets that
-    join a sockhash this check cannot see (no CAP_SYS_ADMIN for the map walk)."""
-    try:
-        from fastpath.sockredir.query import is_accelerated
-    except ImportError:
-        return None
-    return is_accelerated
 
 
 class Conn:
@@ -150,7 +140,7 @@ class Worker:
         self.drain_deadline = 0.0
         self.stop = False
         self.counters = collections.Counter()
-        self.is_accelerated = _accel_query() if cfg.accel_check else None
+        self.accel = AccelProbe() if cfg.accel_check else None
         self.started = time.time()
 
     # --- listeners
@@ -266,13 +256,13 @@ class Worker:
         mode, smin = self.cfg.mode, self.cfg.splice_min
         cfd, bfd = conn.client.fileno(), conn.backend.fileno()
         cmode = bmode = mode
-        if self.is_accelerated is not None and mode != "copy":
+        if self.accel is not None and mode != "copy" and self.accel.possible(now):
             # bytes sent to a socket in the sockhash may arrive by sk_msg redirect, which
             # splice cannot read: that socket's reading direction copies from the start
-            if self.is_accelerated(conn.client):
+            if self.accel.is_accelerated(conn.client):
                 cmode = "copy"
                 self.counters["accel_sockets"] += 1
-            if self.is_accelerated(conn.backend):
+            if self.accel.is_accelerated(conn.backend):
                 bmode = "copy"
                 self.counters["accel_sockets"] += 1
         conn.c2b = Direction(cfd, bfd, self.ops, self.pipes, cmode, smin, "c2b", self.shared_buf)
@@ -296,7 +286,7 @@ class Worker:
         if r1 >= forward.SRC_RESET or r2 >= forward.SRC_RESET:
             self._reset(conn, r1, r2)
         elif conn.c2b.shut and conn.b2c.shut:
-            self._close(conn, clean=True)
+            self._close(conn, clean=True, ended=True)
 
     def _reset(self, conn: Conn, r1: int, r2: int) -> None:
         # c2b SRC_RESET: client reset; c2b DST_RESET: backend reset; b2c the other way
@@ -310,7 +300,9 @@ class Worker:
             self.counters["client_resets"] += 1
         self._close(conn, clean=False)
 
-    def _close(self, conn: Conn, clean: bool) -> None:
+    def _close(self, conn: Conn, clean: bool, ended: bool = False) -> None:
+        """clean: FIN (after reading what is unread); not clean: RST. ended: both
+        directions saw EOF and forwarded it, nothing is unread, a plain close will do."""
         if conn.closed:
             return
         conn.closed = True
@@ -326,7 +318,9 @@ class Worker:
                 continue
             fd = s.fileno()
             self.conns.pop(fd, None)
-            if clean:
+            if ended:
+                s.close()
+            elif clean:
                 drain_close(s)
             else:
                 reset_close(s)
