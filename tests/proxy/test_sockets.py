@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from fastpath.proxy.master import pid_alive
 from tests.proxy.conftest import connect, fd_count, recv_all
 
 
@@ -332,3 +333,15 @@ def test_check_command_and_bad_config_at_start(tmp_path, fastpath):
     assert f"{bad}:3: balance: 'random' is not one of roundrobin, leastconn" in r.stderr
     r = fastpath("proxy", "check", "-c", str(bad), "--json", check=False)
     assert r.returncode == 2 and '"ConfigError"' in r.stdout
+
+
+def test_workers_follow_a_killed_master(addr, backends, proxy):
+    be = backends(addr, 9001)
+    p = proxy(cfg((addr, 9000), [be.addr]), workers=2)
+    pids = p.worker_pids()
+    p.proc.kill()
+    p.proc.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(pid_alive(w) for w in pids):
+        time.sleep(0.05)
+    assert not any(pid_alive(w) for w in pids)

@@ -81,6 +81,16 @@ def make_listener(addr: tuple[str, int]) -> socket.socket:
     return s
 
 
+def _die_with_parent(master: int) -> None:
+    """A worker gets SIGTERM (and drains) when its master dies, even by SIGKILL
+    (prctl(2) PR_SET_PDEATHSIG), so no orphan keeps serving an old config."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != master:  # the master died before prctl: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class ListenerSet:
     """(address, slot) -> listening socket, kept across generations."""
 
@@ -157,10 +167,12 @@ class Master:
         })
 
     def _spawn(self, slot: int, per_slot: dict[str, socket.socket]) -> int:
+        master = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                _die_with_parent(master)
                 from fastpath.proxy.worker import Worker
                 # the other slots' listeners are the master's business
                 mine = {s.fileno() for s in per_slot.values()}
