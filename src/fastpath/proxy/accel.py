@@ -44,7 +44,9 @@ class AccelProbe:
             from fastpath.sockredir.query import is_accelerated
         except ImportError:
             self._query = None
+            self.available = False
             return
+        self.available = True   # False: no way to know, so detect at run time everywhere
         self._query = is_accelerated
         self._libbpf = libbpf
         self._possible = False
@@ -66,7 +68,7 @@ class AccelProbe:
             rc = B.lib().bpf_prog_query(fd, B.BPF_CGROUP_SOCK_OPS, BPF_F_QUERY_EFFECTIVE,
                                         ctypes.byref(flags), ids, ctypes.byref(cnt))
             return rc == 0 and cnt.value > 0
-        except Exception:  # no libbpf: assume possible, the exact check will say
+        except Exception:  # no libbpf: cannot know, so assume possible
             return True
         finally:
             os.close(fd)

@@ -55,11 +55,11 @@ class Direction:
 
     __slots__ = ("src", "dst", "ops", "pipes", "mode", "splice_min", "splicing", "pipe",
                  "buf", "start", "end", "eof", "shut", "bytes", "spliced", "copied",
-                 "fallback", "ever_spliced_in", "name", "shared_buf", "strikes")
+                 "fallback", "ever_spliced_in", "name", "shared_buf", "strikes", "detect")
 
     def __init__(self, src: int, dst: int, ops, pipes, mode: str = "auto",
                  splice_min: int = 4096, name: str = "",
-                 shared_buf: bytearray | None = None) -> None:
+                 shared_buf: bytearray | None = None, detect: bool = True) -> None:
         self.src, self.dst, self.ops, self.pipes = src, dst, ops, pipes
         self.mode = mode
         self.splice_min = splice_min
@@ -76,6 +76,7 @@ class Direction:
         self.fallback = ""      # why this direction left splicing, if it did
         self.ever_spliced_in = False
         self.strikes = 0
+        self.detect = detect    # look for redirected bytes splice cannot see (accel)
         self.name = name
 
     @property
@@ -169,7 +170,7 @@ class Direction:
             # where splice cannot see them: an sk_msg redirect queues to the psock.
             # Bytes that arrived just after the EAGAIN look the same, so it must
             # happen twice in a row (STRIKES times for a socket that has spliced).
-            if self.ops.pending(self.src, peek=not self.ever_spliced_in):
+            if self.detect and self.ops.pending(self.src, peek=not self.ever_spliced_in):
                 self.strikes += 1
                 if self.strikes >= (STRIKES if self.ever_spliced_in else 2):
                     self._to_copy("redirected")
@@ -187,7 +188,7 @@ class Direction:
         if n == 0:
             # EOF for splice: the FIN is in the receive queue. Redirected bytes sent
             # before it may still wait in the psock queue, which only recvmsg reads.
-            if self.ops.pending(self.src, peek=True):
+            if self.detect and self.ops.pending(self.src, peek=True):
                 self._to_copy("redirected")
                 return 0
             self.eof = True

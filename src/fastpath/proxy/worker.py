@@ -182,7 +182,10 @@ class Worker:
             self._cid += 1
             conn = Conn(self._cid, st, client, peer)
             conn.last = now
-            self._connect(conn, now)
+            try:
+                self._connect(conn, now)
+            except OSError as e:
+                self._broken(conn, e)
             if fd >= self.fd_limit - FD_RESERVE:
                 # fds are allocated lowest first, so fd ~ fds open: this one was served
                 # from the reserve; the next ones wait in the kernel's queue
@@ -223,8 +226,12 @@ class Worker:
             if e.errno in _ACCEPT_PAUSE_ERRNOS:
                 self._pause_accepting(now, e.strerror)
             return
-        bs.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for sk in (bs, conn.client):
+            try:
+                # forwarded segments leave as they come; Nagle would hold the small ones
+                sk.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # the client may already be gone; the first read will say so
         err = bs.connect_ex(be.addr)
         conn.backend = bs
         conn.be = be
@@ -256,6 +263,9 @@ class Worker:
         mode, smin = self.cfg.mode, self.cfg.splice_min
         cfd, bfd = conn.client.fileno(), conn.backend.fileno()
         cmode = bmode = mode
+        # Redirect detection costs an ioctl per wait; skip it when the cgroup check says
+        # no sockops program can put our sockets in a sockhash.
+        detect = self.accel is None or self.accel.possible(now) or not self.accel.available
         if self.accel is not None and mode != "copy" and self.accel.possible(now):
             # bytes sent to a socket in the sockhash may arrive by sk_msg redirect, which
             # splice cannot read: that socket's reading direction copies from the start
@@ -265,8 +275,10 @@ class Worker:
             if self.accel.is_accelerated(conn.backend):
                 bmode = "copy"
                 self.counters["accel_sockets"] += 1
-        conn.c2b = Direction(cfd, bfd, self.ops, self.pipes, cmode, smin, "c2b", self.shared_buf)
-        conn.b2c = Direction(bfd, cfd, self.ops, self.pipes, bmode, smin, "b2c", self.shared_buf)
+        conn.c2b = Direction(cfd, bfd, self.ops, self.pipes, cmode, smin, "c2b", self.shared_buf,
+                             detect)
+        conn.b2c = Direction(bfd, cfd, self.ops, self.pipes, bmode, smin, "b2c", self.shared_buf,
+                             detect)
         conn.last = now
         # edges seen while connecting were not acted on: pump both once
         self._pump(conn, True, True)
@@ -331,6 +343,17 @@ class Worker:
         self.counters["closed"] += 1
         if st.paused and not self.accept_paused_until:
             self._resume(st)
+
+    def _broken(self, conn: Conn, e: OSError) -> None:
+        """An errno no Direction expects (ENOMEM, EIO...): this connection ends with RST
+        on both sides and is logged; the worker and its other connections go on."""
+        self.counters["broken"] += 1
+        log.error("%s: connection of %s:%s broken: %s", conn.svc.svc.name, conn.peer[0],
+                  conn.peer[1], e)
+        if conn.be is not None:
+            self._close(conn, clean=False)
+        else:
+            conn.client.close()
 
     def _on_conn_event(self, conn: Conn, is_client: bool, ev: int, now: float) -> None:
         if conn.closed:
@@ -485,7 +508,10 @@ class Worker:
             for fd, ev in events:
                 got = conns.get(fd)
                 if got is not None:
-                    self._on_conn_event(got[0], got[1], ev, now)
+                    try:
+                        self._on_conn_event(got[0], got[1], ev, now)
+                    except OSError as e:
+                        self._broken(got[0], e)
                 elif fd in services:
                     self._accept(services[fd], now)
                 elif fd in checks:
@@ -494,7 +520,11 @@ class Worker:
                 batch, self.ready = self.ready, collections.deque()
                 for conn in batch:
                     if not conn.closed:
-                        self._pump(conn, conn.r_c2b == forward.YIELD, conn.r_b2c == forward.YIELD)
+                        try:
+                            self._pump(conn, conn.r_c2b == forward.YIELD,
+                                       conn.r_b2c == forward.YIELD)
+                        except OSError as e:
+                            self._broken(conn, e)
             if now >= next_tick:
                 next_tick = now + TICK
                 self._tick(now)
