@@ -1,0 +1,1 @@
+"""RCU for fastpath (placeholder docstring; replaced below)."""

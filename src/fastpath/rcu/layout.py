@@ -1,0 +1,239 @@
+"""The byte layout of one SharedTable version: an open-addressing hash table in a buffer.
+
+Pure: functions over any buffer (a bytearray in the unit tests, a memfd mapping in
+SharedTable). No atomics here; the publishing order lives in table.py.
+
+A version occupies one fixed-size buffer of `size` bytes at offset `base`:
+
+    +0   magic    u64   VERSION_MAGIC; poison (0xDE..) once the buffer is reclaimed
+    +8   gen      u64   publish number, for readers that check a snapshot stayed intact
+    +16  nbuckets u32 | count u32       nbuckets is a power of two
+    +24  data_end u32 | tombs u32       bytes in use from base; deleted buckets
+    +32  buckets  nbuckets x (hash u32 | entry u32)   entry 0: empty, TOMB: deleted
+    ...  entries  klen u16 | vlen u32 | key | value    offsets relative to base
+
+A version is written only while it is private to the writer (never published, or
+reclaimed after a grace period), so a reader never sees a half-updated one; within a
+private copy the writer may change anything in place. Keys hash with CRC32 (zlib, in C),
+the same in every process (Python's hash() of bytes is salted per process).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+from fastpath.errors import FastpathError
+
+VERSION_MAGIC = int.from_bytes(b"FPRCUVER", "little")
+POISON_BYTE = 0xDE
+POISON_WORD = int.from_bytes(bytes([POISON_BYTE]) * 8, "little")
+HEADER = 32
+TOMB = 0xFFFFFFFF
+MAX_KEY = 0xFFFF
+MIN_BUCKETS = 16
+MAX_LOAD = 0.7  # used + deleted buckets over nbuckets; linear probing slows past ~0.7
+
+_U64 = struct.Struct("<Q")
+_II = struct.Struct("<II")
+_HI = struct.Struct("<HI")
+ENTRY_HEADER = _HI.size  # 6
+_crc32 = zlib.crc32
+
+
+class TableFull(FastpathError):
+    """The table does not fit in one version buffer."""
+
+
+class TornRead(FastpathError):
+    """A reader found bytes that are not a published version: an RCU violation."""
+
+
+def key_hash(key: bytes) -> int:
+    return _crc32(key)
+
+
+def entry_size(key: bytes, value: bytes) -> int:
+    return ENTRY_HEADER + len(key) + len(value)
+
+
+def buckets_for(count: int) -> int:
+    n = MIN_BUCKETS
+    while n * MAX_LOAD < count + 1:
+        n *= 2
+    return n
+
+
+def needed(items: dict[bytes, bytes]) -> int:
+    """Bytes a freshly built version of `items` takes."""
+    return HEADER + 8 * buckets_for(len(items)) + sum(entry_size(k, v) for k, v in items.items())
+
+
+def check_item(key: bytes, value: bytes) -> None:
+    if not isinstance(key, (bytes, bytearray)) or not isinstance(value, (bytes, bytearray)):
+        raise TypeError("SharedTable keys and values are bytes")
+    if not key or len(key) > MAX_KEY:
+        raise ValueError(f"key of {len(key)} bytes: keys are 1..{MAX_KEY} bytes")
+
+
+def build(buf, base: int, size: int, items: dict[bytes, bytes], gen: int) -> int:
+    """Write a fresh version of `items` at `base`; returns the bytes used."""
+    nb = buckets_for(len(items))
+    need = needed(items)
+    if need > size:
+        raise TableFull(f"{len(items)} entries need {need} bytes, a version holds {size}",
+                        hint="create the table with a larger capacity")
+    end = HEADER + 8 * nb
+    buf[base + HEADER:base + end] = bytes(8 * nb)
+    mask = nb - 1
+    for k, v in items.items():
+        h = _crc32(k)
+        i = h & mask
+        while _II.unpack_from(buf, base + HEADER + 8 * i)[1]:
+            i = (i + 1) & mask
+        _II.pack_into(buf, base + HEADER + 8 * i, h, end)
+        end = _put_entry(buf, base, end, k, v)
+    _U64.pack_into(buf, base + 8, gen)
+    _II.pack_into(buf, base + 16, nb, len(items))
+    _II.pack_into(buf, base + 24, end, 0)
+    _U64.pack_into(buf, base, VERSION_MAGIC)
+    return end
+
+
+def _put_entry(buf, base: int, end: int, k: bytes, v: bytes) -> int:
+    _HI.pack_into(buf, base + end, len(k), len(v))
+    p = base + end + ENTRY_HEADER
+    buf[p:p + len(k)] = k
+    buf[p + len(k):p + len(k) + len(v)] = v
+    return end + ENTRY_HEADER + len(k) + len(v)
+
+
+def used(buf, base: int) -> int:
+    return _II.unpack_from(buf, base + 24)[0]
+
+
+def copy(buf, src: int, dst: int) -> None:
+    """Copy the used part of the version at `src` to the private buffer at `dst`."""
+    n = used(buf, src)
+    buf[dst:dst + n] = buf[src:src + n]
+
+
+def apply(buf, base: int, size: int, puts: dict[bytes, bytes], deletes, gen: int) -> bool:
+    """Change the private version at `base` in place; False when it needs a rebuild
+    (out of space, or too many used + deleted buckets), in which case it is left invalid."""
+    nb, count = _II.unpack_from(buf, base + 16)
+    end, tombs = _II.unpack_from(buf, base + 24)
+    mask = nb - 1
+    for k in deletes:
+        i, found, _ = _probe(buf, base, mask, k)
+        if found:
+            _II.pack_into(buf, base + HEADER + 8 * i, 0, TOMB)
+            count -= 1
+            tombs += 1
+    for k, v in puts.items():
+        i, found, free = _probe(buf, base, mask, k)
+        if found:
+            eo = _II.unpack_from(buf, base + HEADER + 8 * i)[1]
+            kl, vl = _HI.unpack_from(buf, base + eo)
+            if vl == len(v):  # same length: overwrite the value where it is
+                p = base + eo + ENTRY_HEADER + kl
+                buf[p:p + vl] = v
+                continue
+            slot = i
+        else:
+            if (count + tombs + 1) > nb * MAX_LOAD:
+                return False
+            slot = free
+        if end + entry_size(k, v) > size:
+            return False
+        eh, eo = _II.unpack_from(buf, base + HEADER + 8 * slot)
+        if not found:
+            count += 1
+            if eo == TOMB:
+                tombs -= 1
+        _II.pack_into(buf, base + HEADER + 8 * slot, _crc32(k), end)
+        end = _put_entry(buf, base, end, k, v)
+    _U64.pack_into(buf, base + 8, gen)
+    _II.pack_into(buf, base + 16, nb, count)
+    _II.pack_into(buf, base + 24, end, tombs)
+    return True
+
+
+def _probe(buf, base: int, mask: int, key: bytes) -> tuple[int, bool, int]:
+    """(bucket, found, first free bucket) for `key`; the free bucket is the first deleted
+    one on the probe path, else the empty one that ended it."""
+    h = _crc32(key)
+    i = h & mask
+    free = -1
+    while True:
+        eh, eo = _II.unpack_from(buf, base + HEADER + 8 * i)
+        if eo == 0:
+            return i, False, (i if free < 0 else free)
+        if eo == TOMB:
+            if free < 0:
+                free = i
+        elif eh == h:
+            kl = _HI.unpack_from(buf, base + eo)[0]
+            p = base + eo + ENTRY_HEADER
+            if buf[p:p + kl] == key:
+                return i, True, free
+        i = (i + 1) & mask
+
+
+def lookup(buf, base: int, key: bytes, size: int):
+    """The value of `key` in the version at `base` as a memoryview slice, or None.
+
+    Offsets are bounds-checked against the version size, so reading a reclaimed (poisoned)
+    buffer raises TornRead instead of returning bytes from elsewhere in the region.
+    """
+    nb, _ = _II.unpack_from(buf, base + 16)
+    if nb & (nb - 1) or HEADER + 8 * nb > size:
+        raise TornRead(f"version at {base}: bad bucket count {nb:#x}")
+    h = _crc32(key)
+    mask = nb - 1
+    i = h & mask
+    b = base + HEADER
+    while True:
+        eh, eo = _II.unpack_from(buf, b + 8 * i)
+        if eo == 0:
+            return None
+        if eh == h and eo != TOMB:
+            if eo >= size:
+                raise TornRead(f"version at {base}: entry offset {eo:#x} out of range")
+            p = base + eo
+            kl, vl = _HI.unpack_from(buf, p)
+            p += ENTRY_HEADER
+            if eo + ENTRY_HEADER + kl + vl > size:
+                raise TornRead(f"version at {base}: entry at {eo:#x} overruns the version")
+            if kl == len(key) and buf[p:p + kl] == key:
+                return buf[p + kl:p + kl + vl]
+        i = (i + 1) & mask
+
+
+def items(buf, base: int, size: int) -> dict[bytes, bytes]:
+    """Every entry of the version at `base` (for tests, dumps and the writer's checks)."""
+    nb, _ = _II.unpack_from(buf, base + 16)
+    out = {}
+    for i in range(nb):
+        eh, eo = _II.unpack_from(buf, base + HEADER + 8 * i)
+        if eo in (0, TOMB):
+            continue
+        if eo >= size:
+            raise TornRead(f"version at {base}: entry offset {eo:#x} out of range")
+        kl, vl = _HI.unpack_from(buf, base + eo)
+        p = base + eo + ENTRY_HEADER
+        out[bytes(buf[p:p + kl])] = bytes(buf[p + kl:p + kl + vl])
+    return out
+
+
+def magic(buf, base: int) -> int:
+    return _U64.unpack_from(buf, base)[0]
+
+
+def gen(buf, base: int) -> int:
+    return _U64.unpack_from(buf, base + 8)[0]
+
+
+def poison(buf, base: int, size: int) -> None:
+    """Overwrite a reclaimed version so that any reader still using it fails loudly."""
+    buf[base:base + size] = bytes([POISON_BYTE]) * size

@@ -1,0 +1,98 @@
+"""Where `fastpath rcu stats` finds the SharedTables of this instance.
+
+A memfd has no path, so each writer leaves a small JSON note in the state dir
+(`<state>/rcu/<name>.json`: pid, fd, size). Any process allowed to (root, or the same user)
+can map the writer's memfd through /proc/<pid>/fd/<fd> read-only and read the statistics
+the writer keeps in the region header. A note whose writer is gone is stale and removed on
+the next listing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from fastpath import state
+from fastpath.errors import KernelError, NotFound, UsageError
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def table_dir() -> Path:
+    return state.state_dir() / "rcu"
+
+
+def register(name: str, pid: int, fd: int, size: int) -> Path:
+    if not _NAME_RE.match(name):
+        raise UsageError(f"table name {name!r}: use lowercase letters, digits and '-'")
+    d = table_dir()
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = d / f"{name}.json"
+    tmp = d / f".{name}.{pid}.tmp"
+    tmp.write_text(json.dumps({"name": name, "pid": pid, "fd": fd, "size": size,
+                               "started": time.time()}))
+    os.replace(tmp, path)
+    return path
+
+
+def unregister(path: Path) -> None:
+    try:
+        note = json.loads(path.read_text())
+        if note.get("pid") == os.getpid():   # a newer writer may own the name by now
+            path.unlink()
+    except (FileNotFoundError, ValueError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def tables() -> list[dict]:
+    """Notes of live tables, by name; stale notes are removed."""
+    d = table_dir()
+    if not d.is_dir():
+        return []
+    out = []
+    for p in sorted(d.glob("*.json")):
+        try:
+            note = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(int(note.get("pid", 0))) and os.path.exists(f"/proc/{note['pid']}/fd/{note['fd']}"):
+            out.append(note)
+        else:
+            p.unlink(missing_ok=True)
+    return out
+
+
+def read(note: dict) -> dict:
+    """Statistics of the table a note points at, read through a read-only mapping."""
+    from fastpath.rcu.table import read_stats
+    from fastpath.shm.memfd import Region
+
+    path = f"/proc/{note['pid']}/fd/{note['fd']}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as e:
+        raise NotFound(f"table {note['name']}: its writer (pid {note['pid']}) is gone") from e
+    except OSError as e:
+        raise KernelError.from_oserror(f"open {path}", e) from e
+    try:
+        region = Region(fd, os.fstat(fd).st_size, writable=False)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        return {"name": note["name"], **read_stats(region.buf)}
+    finally:
+        region.close()
