@@ -213,13 +213,35 @@ def test_reload_keeps_connections_and_refuses_bad_config(addr, backends, proxy):
     assert s.recv(4) == b"one:"                  # still the running config
     s.close()
 
+    # only the backends change: published to the running workers through the RCU table
+    pids = sorted(p.worker_pids())
     p.cfg.write_text(cfg((addr, 9000), [be2.addr]))
     p.fastpath("proxy", "reload", "--name", p.name)
+    deadline = time.monotonic() + 3
+    got = b""
+    while time.monotonic() < deadline and got != b"two:":
+        s = connect((addr, 9000))
+        got = s.recv(4)
+        s.close()
     for _ in range(4):
         s = connect((addr, 9000))
         assert s.recv(4) == b"two:"
         s.close()
-    # the connection made before both reloads still works, both ways
+    st = p.status()["proxies"][0]
+    assert st["generation"] == gen0 and st["last_reload"]["in_place"]
+    assert sorted(p.worker_pids()) == pids
+    assert "backends now" in p.text()
+    # a change beyond backends: a new generation of workers, the old ones drain
+    p.cfg.write_text(cfg((addr, 9000), [be1.addr], "    maxconn 500"))
+    p.fastpath("proxy", "reload", "--name", p.name)
+    time.sleep(0.7)
+    st = p.status()["proxies"][0]
+    assert st["generation"] == gen0 + 1
+    assert not set(w["pid"] for w in st["workers"] if w["generation"] == gen0 + 1) & set(pids)
+    s = connect((addr, 9000))
+    assert s.recv(4) == b"one:"
+    s.close()
+    # the connection made before all three reloads still works, both ways
     old.sendall(b"x" * 200_000)
     old.shutdown(socket.SHUT_WR)
     assert recv_all(old) == b"x" * 200_000

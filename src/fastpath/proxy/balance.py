@@ -57,6 +57,14 @@ class Balancer:
                 return b
         return None
 
+    def set_backends(self, service: Service) -> None:
+        """A new backend list (reload in place): backends that stay keep their health and
+        counts; connections to removed ones run on and finish."""
+        old = {b.addr: b for b in self.backends}
+        self.service = service
+        self.backends = [old.get(a) or Backend(a) for a in service.backends]
+        self._next %= max(1, len(self.backends))
+
     def check_result(self, b: Backend, ok: bool) -> str | None:
         """Record one health check; returns "up"/"down" when the backend changes state."""
         hc = self.service.check

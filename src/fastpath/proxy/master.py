@@ -81,6 +81,16 @@ def make_listener(addr: tuple[str, int]) -> socket.socket:
     return s
 
 
+TABLE_CAPACITY = 256 << 10   # bytes per table version: thousands of backends as JSON
+
+
+def _backends_only(old: ProxyConfig, new: ProxyConfig) -> bool:
+    """Whether `new` differs from `old` in services' backend lists alone."""
+    def strip(c: ProxyConfig) -> ProxyConfig:
+        return replace(c, services=tuple(replace(s, backends=()) for s in c.services))
+    return strip(old) == strip(new)
+
+
 def _die_with_parent(master: int) -> None:
     """A worker gets SIGTERM (and drains) when its master dies, even by SIGKILL
     (prctl(2) PR_SET_PDEATHSIG), so no orphan keeps serving an old config."""
@@ -142,6 +152,7 @@ class Master:
         self.last_reload: dict = {}
         self.flags: set[str] = set()
         self.respawn_after: dict[int, float] = {}
+        self.table = None
 
     def _claim_dir(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +191,8 @@ class Master:
                     if s.fileno() not in mine:
                         s.close()
                 w = Worker(self.cfg, per_slot, slot, self.generation,
-                           str(self.dir / f"worker-{os.getpid()}.json"))
+                           str(self.dir / f"worker-{os.getpid()}.json"),
+                           table_fd=self.table.fd if self.table is not None else None)
                 code = w.run()
             except BaseException:  # noqa: BLE001 - a worker must never return into the master's code
                 log.exception("worker slot %d failed", slot)
@@ -195,8 +207,18 @@ class Master:
         for slot, socks in enumerate(per_slot):
             self._spawn(slot, socks)
 
+    def _publish_table(self) -> None:
+        from fastpath.proxy.worker import TABLE_KEY
+        table = {s.name: [list(b) for b in s.backends] for s in self.cfg.services}
+        self.table.publish({TABLE_KEY: json.dumps(table).encode()})
+
     def start(self) -> None:
         self._claim_dir()
+        from fastpath.rcu.table import SharedTable
+        # one writer (here), one reader slot per worker of up to 4 generations at once
+        self.table = SharedTable.create(TABLE_CAPACITY, readers=max(16, 4 * self.cfg.worker_count()),
+                                        versions=4, name="proxy", register=False)
+        self._publish_table()
         per_slot = self.listeners.prepare(self.cfg)
         self._start_generation(per_slot)
         self.last_reload = {"time": time.time(), "ok": True, "generation": self.generation}
@@ -219,6 +241,17 @@ class Master:
                                 "generation": self.generation}
             self.publish()
             return
+        if _backends_only(old_cfg, cfg) and self.table is not None:
+            # same listeners, workers and settings: the workers take the new backends
+            # from the table (RCU), connections and per-worker state stay where they are
+            self._publish_table()
+            self.last_reload = {"time": time.time(), "ok": True, "generation": self.generation,
+                                "in_place": True}
+            log.info("reloaded %s in place: backends published to the workers", self.path)
+            self.publish()
+            return
+        if self.table is not None:
+            self._publish_table()
         old = [pid for pid, (g, _) in self.workers.items() if g == self.generation]
         self._start_generation(per_slot)
         for pid in old:
@@ -301,6 +334,9 @@ class Master:
             except ChildProcessError:
                 break
             self.workers.pop(pid, None)
+        if self.table is not None:
+            self.table.close()
+            self.table = None
         for f in self.dir.glob("*.json"):
             f.unlink(missing_ok=True)
         try:

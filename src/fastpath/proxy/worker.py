@@ -32,6 +32,7 @@ import signal
 import socket
 import struct
 import time
+from dataclasses import replace
 
 from fastpath.proxy import forward
 from fastpath.proxy.accel import AccelProbe
@@ -52,6 +53,7 @@ FD_RESERVE = 16      # fds kept free for a backend socket, pipes, checks, the st
 TICK = 0.1            # timer resolution: timeouts are checked this often
 PUBLISH_EVERY = 0.5   # status file refresh
 ACCEPT_BATCH = 64
+TABLE_KEY = b"services"   # SharedTable key: JSON {service: [[ip, port], ...]}
 
 
 def reset_close(sock: socket.socket) -> None:
@@ -113,8 +115,8 @@ class ServiceState:
 
 class Worker:
     def __init__(self, cfg: ProxyConfig, listeners: dict[str, socket.socket], slot: int,
-                 generation: int, status_path: str | None = None, ops: SocketOps | None = None
-                 ) -> None:
+                 generation: int, status_path: str | None = None, ops: SocketOps | None = None,
+                 table_fd: int | None = None) -> None:
         self.cfg = cfg
         self.slot = slot
         self.generation = generation
@@ -141,6 +143,14 @@ class Worker:
         self.stop = False
         self.counters = collections.Counter()
         self.accel = AccelProbe() if cfg.accel_check else None
+        # the service table the master publishes (fastpath.rcu SharedTable): backends
+        # change in place on reload, read here without a lock or a syscall
+        self.table = None
+        self._table_raw: bytes | None = None
+        if table_fd is not None:
+            from fastpath.rcu.table import SharedTable
+            self.table = SharedTable.attach(table_fd)
+        self.by_name = {st.svc.name: st for st in self.services.values()}
         self.started = time.time()
 
     # --- listeners
@@ -434,6 +444,8 @@ class Worker:
                 log.info("%s: connection of %s:%s idle for %.1fs; closed", conn.svc.svc.name,
                          conn.peer[0], conn.peer[1], now - conn.last)
                 self._close(conn, clean=True)
+        if self.table is not None:
+            self._read_table()
         if self.accept_paused_until and now >= self.accept_paused_until:
             if self._fds_in_use() < self.fd_limit - FD_RESERVE:
                 self.accept_paused_until = 0.0
@@ -442,6 +454,21 @@ class Worker:
             else:
                 self.accept_paused_until = now + 0.1
         self.pipes.trim(now)
+
+    def _read_table(self) -> None:
+        """Apply the master's service table if it changed since the last look."""
+        raw = self.table.lookup(TABLE_KEY)
+        if raw is None or raw == self._table_raw:
+            return
+        self._table_raw = raw
+        for name, backends in json.loads(raw).items():
+            st = self.by_name.get(name)
+            addrs = tuple((h, p) for h, p in backends)
+            if st is None or addrs == st.svc.backends:
+                continue
+            st.svc = replace(st.svc, backends=addrs)
+            st.balancer.set_backends(st.svc)
+            log.info("%s: backends now %s", name, ", ".join(f"{h}:{p}" for h, p in addrs))
 
     # --- status
 
@@ -493,12 +520,16 @@ class Worker:
         next_tick = now + TICK
         next_pub = now
         poll = self.ep.poll
-        conns, services, checks = self.conns, self.services, self.checks
+        conns, services, checks, table = self.conns, self.services, self.checks, self.table
+        if table is not None:
+            self._read_table()
         while True:
             if self.stop and not self.draining:
                 self._begin_drain()
             if self.draining and (not self.live or time.monotonic() >= self.drain_deadline):
                 break
+            if table is not None:
+                table.quiescent()  # holds nothing read from the table across iterations
             timeout = 0 if self.ready else max(0.0, next_tick - time.monotonic())
             try:
                 events = poll(timeout, 256)
@@ -538,4 +569,6 @@ class Worker:
         self.pipes.close()
         self.publish()
         self.ep.close()
+        if self.table is not None:
+            self.table.close()  # frees the reader slot: no grace period waits for us
         return 0
