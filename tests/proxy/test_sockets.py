@@ -367,3 +367,46 @@ def test_workers_follow_a_killed_master(addr, backends, proxy):
     while time.monotonic() < deadline and any(pid_alive(w) for w in pids):
         time.sleep(0.05)
     assert not any(pid_alive(w) for w in pids)
+
+
+@pytest.mark.root
+def test_proxy_inside_a_netns(instance, tmp_path):
+    """The proxy runs in a node's network namespace (`--netns`), its backend there too."""
+    import subprocess
+    import sys
+
+    from fastpath import naming
+    ns = naming.name("px")
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    procs = []
+    try:
+        subprocess.run(["ip", "-n", ns, "addr", "add", "10.77.0.1/32", "dev", "lo"], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        echo_py = tmp_path / "echo.py"
+        echo_py.write_text(
+            "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+            "s.bind(('10.77.0.1',9001));s.listen(8)\n"
+            "while True:\n  c,_=s.accept();c.sendall(b'from-netns');c.close()\n")
+        procs.append(subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(echo_py)]))
+        cfgf = tmp_path / "p.cfg"
+        cfgf.write_text("service s\n    listen 10.77.0.1:9000\n    backend 10.77.0.1:9001\n")
+        procs.append(subprocess.Popen([sys.executable, "-m", "fastpath", "proxy", "run", "-c",
+                                       str(cfgf), "--netns", ns, "--workers", "1"]))
+        probe = ("import socket,time\nfor i in range(100):\n  try:\n"
+                 "    s=socket.create_connection(('10.77.0.1',9000),1);print(s.recv(20).decode());break\n"
+                 "  except OSError: time.sleep(0.1)\n")
+        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe],
+                             capture_output=True, text=True, timeout=30)
+        assert out.stdout.strip() == "from-netns"
+        # the listener lives in the netns only
+        ss = subprocess.run(["ip", "netns", "exec", ns, "ss", "-ltnH", "sport = :9000"],
+                            capture_output=True, text=True).stdout
+        assert "10.77.0.1:9000" in ss
+        bad = subprocess.run([sys.executable, "-m", "fastpath", "proxy", "run", "-c", str(cfgf),
+                              "--netns", naming.name("nope")], capture_output=True, text=True)
+        assert bad.returncode == 2 and "does not exist" in bad.stderr
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(15)
+        subprocess.run(["ip", "netns", "del", ns], check=True)

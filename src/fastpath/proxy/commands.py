@@ -21,6 +21,8 @@ def register(sub) -> None:
                                                              "the config's, else one per CPU)")
     r.add_argument("--mode", choices=("splice", "copy", "auto"), default=None,
                    help="forwarding mode, overrides the config's")
+    r.add_argument("--netns", metavar="NAME", default=None,
+                   help="run inside this network namespace (/run/netns/NAME), e.g. a node's")
     r.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     r.set_defaults(func=_run)
 
@@ -59,6 +61,8 @@ def _run(args: argparse.Namespace) -> int:
         from fastpath.errors import UsageError
         raise UsageError("--workers must be at least 1")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    if args.netns:
+        master.enter_netns(args.netns)
     return master.run(args.config, args.name, args.workers, args.mode)
 
 

@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from fastpath import naming, state
-from fastpath.errors import AlreadyExists, ConfigError, FastpathError, KernelError
+from fastpath.errors import AlreadyExists, FastpathError, KernelError, NotFound
 from fastpath.proxy import config as configmod
 from fastpath.proxy.config import ProxyConfig
 
@@ -89,6 +89,26 @@ def _backends_only(old: ProxyConfig, new: ProxyConfig) -> bool:
     def strip(c: ProxyConfig) -> ProxyConfig:
         return replace(c, services=tuple(replace(s, backends=()) for s in c.services))
     return strip(old) == strip(new)
+
+
+def enter_netns(name: str) -> None:
+    """Move this process into the named network namespace before any socket exists
+    (setns(2) with CLONE_NEWNET on /run/netns/NAME, as `ip netns exec` does)."""
+    import ctypes
+    path = f"/run/netns/{name}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound(f"network namespace {name!r} does not exist ({path})") from None
+    except OSError as e:
+        raise KernelError.from_oserror(f"open {path}", e) from None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            err = ctypes.get_errno()
+            raise KernelError(os.strerror(err), op=f"enter network namespace {name}", errno=err)
+    finally:
+        os.close(fd)
 
 
 def _die_with_parent(master: int) -> None:
