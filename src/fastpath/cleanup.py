@@ -33,10 +33,18 @@ class SweepReport:
         return {"removed": self.removed, "failed": self.failed}
 
 
+def _available(modname: str) -> bool:
+    # find_spec("a.b") raises ModuleNotFoundError when package "a" itself is missing
+    try:
+        return importlib.util.find_spec(modname) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def sweep_all() -> SweepReport:
     report = SweepReport()
     for modname in SWEEP_MODULES:
-        if importlib.util.find_spec(modname) is None:
+        if not _available(modname):
             continue
         try:
             report.removed += importlib.import_module(modname).sweep()

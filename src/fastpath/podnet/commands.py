@@ -1,0 +1,223 @@
+"""`fastpath up | down | status | check | exec | pod ... | node ...` (argparse only here;
+handlers import the rest when they run)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    from fastpath.output import add_json_flag
+
+    p = sub.add_parser("up", help="build the demo cluster: an underlay, N nodes, M pods per node")
+    p.add_argument("--nodes", type=int, default=2, help="node namespaces (default 2)")
+    p.add_argument("--pods", type=int, default=2, help="pods per node (default 2)")
+    p.add_argument("--routing", default=None, metavar="BACKEND",
+                   help="cross-node routing backend: static, or bgp when installed "
+                        "(default: fastpath.podnet.routing.DEFAULT)")
+    p.add_argument("--underlay", default=None, help="underlay CIDR (default 10.255.0.0/24)")
+    p.add_argument("--pod-supernet", default=None, help="pod CIDRs come from here, a /24 per node "
+                   "(default 10.244.0.0/16)")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="remove everything fastpath made in this instance scope")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("status", help="the cluster: nodes, pods, routes, FORWARD")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("check", help="every pod reaches every other pod by ICMP and TCP")
+    p.add_argument("--timeout", type=float, default=1.0, help="per probe, seconds (default 1)")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("exec", help="run a command inside a pod's network namespace")
+    p.add_argument("pod")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    p.set_defaults(func=cmd_exec)
+
+    pod = sub.add_parser("pod", help="add, delete, list pods")
+    psub = pod.add_subparsers(dest="pod_cmd", metavar="ACTION", required=True)
+    p = psub.add_parser("add", help="add a pod on NODE")
+    p.add_argument("node")
+    p.add_argument("name", nargs="?")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_pod_add)
+    p = psub.add_parser("del", help="delete a pod")
+    p.add_argument("name")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_pod_del)
+    p = psub.add_parser("list", help="list pods (name, node, ip)")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_pod_list)
+
+    node = sub.add_parser("node", help="add, delete nodes")
+    nsub = node.add_subparsers(dest="node_cmd", metavar="ACTION", required=True)
+    p = nsub.add_parser("add", help="add a node to the cluster")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--pod-cidr", default=None, help="its pod CIDR (default: the next free /24)")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_node_add)
+    p = nsub.add_parser("del", help="delete a node and its pods")
+    p.add_argument("name")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_node_del)
+
+
+def _tables(c, routes: dict | None = None, health: dict | None = None):
+    from rich.console import Group
+    from fastpath.output import table
+    parts = [table(f"nodes (underlay {c.underlay} on bridge in {c.underlay_netns}, routing {c.routing})",
+                   ["node", "netns", "underlay ip", "pod CIDR", "router id", "pods"],
+                   [(n.name, n.netns, n.underlay_ip, n.pod_cidr, n.router_id, len(c.pods_on(n.name)))
+                    for n in c.nodes]),
+             table("pods", ["pod", "node", "ip", "netns", "host veth"],
+                   [(p.name, p.node, p.ip, p.netns, p.host_ifname) for p in c.pods])]
+    if routes is not None:
+        rows = []
+        for n in c.nodes:
+            for p in c.pods_on(n.name):
+                rows.append((n.name, f"{p.ip}/32", f"dev {p.host_ifname}", "pod"))
+            st = routes.get(n.name, {})
+            for r in st.get("expected", []):
+                dst, via = r.split(" via ")
+                rows.append((n.name, dst, f"via {via}", c.routing + (" MISSING" if r in st.get("missing", []) else "")))
+        parts.append(table("routes", ["node", "destination", "next hop", "kind"], rows))
+    if health is not None:
+        probs = [f"node {k}: {x}" for k, v in health["nodes"].items() for x in v]
+        probs += [f"pod {k}: {x}" for k, v in health["pods"].items() for x in v]
+        parts += [f"[red]PROBLEM[/] {x}" for x in probs] or ["[green]every node and pod is wired as planned[/]"]
+    return Group(*parts)
+
+
+def _cluster_data(c, routes: dict | None, health: dict | None = None) -> dict:
+    d = c.to_dict()
+    if routes is not None:
+        d["routes"] = routes
+    if health is not None:
+        d["health"] = health
+    return d
+
+
+def cmd_up(args) -> int:
+    from fastpath.output import console, emit
+    from fastpath.podnet import plan, routing
+    from fastpath.podnet.build import Builder
+    with Builder() as b:
+        c, made = b.up(nodes=args.nodes, pods=args.pods, routing_name=args.routing,
+                       underlay=args.underlay or plan.DEFAULT_UNDERLAY,
+                       pod_supernet=args.pod_supernet or plan.DEFAULT_POD_SUPERNET)
+    if not made:
+        msg = (f"a cluster exists already in scope {c.scope}* ({len(c.nodes)} nodes, {len(c.pods)} pods, "
+               f"{c.phase}): nothing changed; `fastpath down` removes it")
+        if getattr(args, "json", False):
+            emit(args, {"created": False, "message": msg, **c.to_dict()})
+        else:
+            console(stderr=True).print(f"fastpath: {msg}")
+        return 0
+    routes = routing.get(c.routing).status(c)
+    emit(args, {"created": True, **_cluster_data(c, routes)}, lambda d: _tables(c, routes))
+    return 0
+
+
+def cmd_down(args) -> int:
+    from fastpath.cleanup import sweep_all
+    from fastpath.output import emit
+    rep = sweep_all()
+
+    def render(d):
+        lines = [f"removed {x}" for x in d["removed"]] or ["nothing to remove"]
+        lines += [f"FAILED {x}" for x in d["failed"]]
+        return "\n".join(lines)
+    emit(args, rep.to_dict(), render)
+    return 1 if rep.failed else 0
+
+
+def cmd_status(args) -> int:
+    from fastpath.output import emit
+    from fastpath.podnet import cluster, health, routing
+    c = cluster.require()
+    routes = routing.get(c.routing).status(c)
+    h = health.inspect_cluster(c)
+    emit(args, _cluster_data(c, routes, h), lambda d: _tables(c, routes, h))
+    return 0
+
+
+def cmd_pod_add(args) -> int:
+    from fastpath.output import emit
+    from fastpath.podnet.build import Builder
+    with Builder() as b:
+        p = b.add_pod(args.node, args.name)
+    emit(args, p.to_dict(), lambda d: f"pod {p.name} on {p.node}: {p.ip} (netns {p.netns})")
+    return 0
+
+
+def cmd_pod_del(args) -> int:
+    from fastpath.output import emit
+    from fastpath.podnet.build import Builder
+    with Builder() as b:
+        p = b.del_pod(args.name)
+    emit(args, {"deleted": p.name, "node": p.node, "ip": p.ip}, lambda d: f"pod {p.name} deleted")
+    return 0
+
+
+def cmd_pod_list(args) -> int:
+    from fastpath.output import emit, table
+    from fastpath.podnet import cluster
+    c = cluster.require()
+    rows = [{"name": p.name, "node": p.node, "ip": p.ip, "netns": p.netns, "phase": p.phase}
+            for p in c.pods]
+    emit(args, rows, lambda d: table("pods", ["pod", "node", "ip", "netns"],
+                                     [(r["name"], r["node"], r["ip"], r["netns"]) for r in d]))
+    return 0
+
+
+def cmd_node_add(args) -> int:
+    from fastpath.output import emit
+    from fastpath.podnet.build import Builder
+    with Builder() as b:
+        n = b.add_node(args.name, args.pod_cidr)
+    emit(args, n.to_dict(), lambda d: f"node {n.name}: {n.underlay_ip}, pods {n.pod_cidr}")
+    return 0
+
+
+def cmd_node_del(args) -> int:
+    from fastpath.output import emit
+    from fastpath.podnet.build import Builder
+    with Builder() as b:
+        removed = b.del_node(args.name)
+    emit(args, {"removed": removed}, lambda d: "\n".join(f"removed {x}" for x in removed))
+    return 0
+
+
+def cmd_exec(args) -> int:
+    import os
+    from fastpath.errors import UsageError
+    from fastpath.podnet import cluster
+    from fastpath.podnet.netns import Netns, setns
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise UsageError("fastpath exec POD -- CMD: no command given")
+    pod = cluster.require().pod(args.pod)
+    with Netns.open(pod.netns) as n:
+        setns(n.fd, f"enter netns {pod.netns}")
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        from fastpath.errors import KernelError
+        raise KernelError.from_oserror(f"exec {argv[0]} in pod {pod.name}", e) from e
+    return 127
+
+
+def cmd_check(args) -> int:
+    from fastpath.output import emit
+    from fastpath.podnet import check, cluster
+    c = cluster.require()
+    result = check.run(c, timeout=args.timeout)
+    emit(args, result, lambda d: check.render(d))
+    return 0 if result["ok"] else 1
