@@ -43,6 +43,15 @@ def register(sub) -> None:
     add_json_flag(rl)
     rl.set_defaults(func=_reload)
 
+    d = psub.add_parser("demo", help="on the demo cluster (fastpath up): a proxy per node on "
+                                     "a service VIP, a backend in every pod, probed from every pod")
+    d.add_argument("--vip", default="10.96.0.10")
+    d.add_argument("--port", type=int, default=80)
+    d.add_argument("--workers", type=int, default=1)
+    d.add_argument("--mode", choices=("splice", "copy", "auto"), default="auto")
+    add_json_flag(d)
+    d.set_defaults(func=_demo)
+
     st = psub.add_parser("stop", help="drain and stop a proxy")
     st.add_argument("--name", default=DEFAULT_NAME)
     st.add_argument("--timeout", type=float, default=40.0)
@@ -97,3 +106,18 @@ def _stop(args: argparse.Namespace) -> int:
     res = status.stop(args.name, args.timeout)
     emit(args, res, lambda d: f"proxy {args.name}: stopped (pid {d['pid']})")
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fastpath.output import emit, table
+    from fastpath.proxy import demo
+    res = demo.up(args.vip, args.port, args.workers, args.mode)
+
+    def render(d):
+        from rich.console import Group
+        return Group(f"service VIP {d['vip']}: a proxy per node, a backend per pod",
+                     table("probes from every pod", ["pod", "node", "answered by", "ok"],
+                           [(r["pod"], r["node"], r["answer"], "yes" if r["ok"] else "NO")
+                            for r in d["probes"]]))
+    emit(args, res, render)
+    return 0 if res["ok"] else 1

@@ -1,8 +1,9 @@
 """`fastpath down`: stop this instance's proxies.
 
 Found two ways, so that a crashed master's workers go too: the run directories of the
-state dir (master pids), and /proc (processes running `fastpath proxy run` whose
-environment has this instance's FASTPATH_INSTANCE; forked workers inherit it).
+state dir (master pids), and /proc (processes running `fastpath proxy run`, or the demo's
+pod backends, whose environment has this instance's FASTPATH_INSTANCE; forked workers
+inherit it).
 SIGTERM first (workers drain briefly), SIGKILL after 3 s.
 """
 
@@ -28,7 +29,8 @@ def _proxy_pids() -> list[int]:
         try:
             with open(f"/proc/{d}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
-            if b"proxy" not in argv or b"run" not in argv or not any(b"fastpath" in a for a in argv):
+            proxy = b"proxy" in argv and b"run" in argv and any(b"fastpath" in a for a in argv)
+            if not proxy and b"fastpath.proxy.demo_backend" not in argv:
                 continue
             with open(f"/proc/{d}/environ", "rb") as f:
                 env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
