@@ -4,6 +4,7 @@ anywhere in the cluster; `fastpath down` stops every process it started."""
 
 import json
 import os
+import time
 
 import pytest
 
@@ -34,7 +35,12 @@ def test_demo_cluster_node_proxies(fastpath, instance):
         assert len(res["probes"]) == 4
         answers = {r["answer"].split()[0] for r in res["probes"]}
         assert len(answers) >= 2                      # round robin over the cluster's pods
-        st = json.loads(fastpath("proxy", "status", "--json").stdout)["proxies"]
+        deadline = time.monotonic() + 5
+        while True:  # workers refresh their status twice a second
+            st = json.loads(fastpath("proxy", "status", "--json").stdout)["proxies"]
+            if sum(p["services"][0]["accepted"] for p in st) >= 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert sorted(p["name"] for p in st) == ["node1", "node2"]
         assert sum(p["services"][0]["accepted"] for p in st) >= 4
         again = fastpath("proxy", "demo", check=False)
