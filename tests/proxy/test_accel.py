@@ -95,7 +95,7 @@ def test_every_byte_with_and_without_accel(accel, check, tmp_path: Path):
                              capture_output=True, text=True, timeout=60)
         res = json.loads(out.stdout)
         assert res == {"interactive": True, "bulk": True, "got": 2_000_000}, out.stderr
-        time.sleep(0.7)
+        time.sleep(0.1)
         p = json.loads(run_fastpath("proxy", "status", "--json").stdout)["proxies"][0]
         c = p["counters"]
         if not accel:

@@ -23,10 +23,31 @@ def _read(path: Path) -> dict | None:
         return None
 
 
+def _refresh(d: Path, timeout: float = 1.0) -> None:
+    """Ask every worker that has published once (SIGUSR1) for fresh figures, and wait
+    for them; a busy or dying worker just leaves its last ones."""
+    t0 = time.time()
+    asked = []
+    for f in d.glob("worker-*.json"):
+        w = _read(f)
+        if w and pid_alive(w.get("pid", 0)):
+            try:
+                os.kill(w["pid"], signal.SIGUSR1)
+                asked.append(f)
+            except OSError:
+                pass
+    deadline = time.monotonic() + timeout
+    while asked and time.monotonic() < deadline:
+        asked = [f for f in asked if (_read(f) or {}).get("updated", 0) < t0]
+        if asked:
+            time.sleep(0.01)
+
+
 def _proxy(d: Path) -> dict | None:
     m = _read(d / "master.json")
     if not m or not pid_alive(m.get("pid", 0)):
         return None
+    _refresh(d)
     workers = []
     for f in sorted(d.glob("worker-*.json")):
         w = _read(f)

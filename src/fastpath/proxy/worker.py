@@ -141,6 +141,7 @@ class Worker:
         self.draining = False
         self.drain_deadline = 0.0
         self.stop = False
+        self.publish_now = False
         self.counters = collections.Counter()
         self.accel = AccelProbe() if cfg.accel_check else None
         # the service table the master publishes (fastpath.rcu SharedTable): backends
@@ -514,6 +515,9 @@ class Worker:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stop", True))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "stop", True))
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master reloads, not workers
+        # `fastpath proxy status` asks for fresh figures (only of workers that have
+        # published once, so this handler is in place before any SIGUSR1 comes)
+        signal.signal(signal.SIGUSR1, lambda *_: setattr(self, "publish_now", True))
         self._listen_on()
         now = time.monotonic()
         self._start_checks(now)
@@ -556,6 +560,9 @@ class Worker:
                                        conn.r_b2c == forward.YIELD)
                         except OSError as e:
                             self._broken(conn, e)
+            if self.publish_now:
+                self.publish_now = False
+                self.publish()
             if now >= next_tick:
                 next_tick = now + TICK
                 self._tick(now)
