@@ -1,5 +1,5 @@
-"""The node proxies on the demo cluster: `fastpath up`, `fastpath proxy demo` (a proxy per
-node on a VIP, a backend per pod), every pod reaches the VIP and is answered by a pod
+"""The node proxies on the demo cluster: `fastpath up --proxy` (`fastpath proxy demo`: a
+proxy per node on a VIP, a backend per pod), every pod reaches the VIP and is answered by a pod
 anywhere in the cluster; `fastpath down` stops every process it started."""
 
 import json
@@ -28,9 +28,10 @@ def _processes_of(tag: str) -> list[str]:
 
 
 def test_demo_cluster_node_proxies(fastpath, instance):
-    fastpath("up", "--nodes", "2", "--pods", "2")
     try:
-        res = json.loads(fastpath("proxy", "demo", "--json").stdout)
+        res = json.loads(fastpath("up", "--nodes", "2", "--pods", "2", "--proxy", "--json").stdout)
+        assert len(res["nodes"]) == 2
+        res = res["proxy"]
         assert res["ok"], res
         assert len(res["probes"]) == 4
         answers = {r["answer"].split()[0] for r in res["probes"]}

@@ -18,6 +18,8 @@ def register(sub) -> None:
     p.add_argument("--underlay", default=None, help="underlay CIDR (default 10.255.0.0/24)")
     p.add_argument("--pod-supernet", default=None, help="pod CIDRs come from here, a /24 per node "
                    "(default 10.244.0.0/16)")
+    p.add_argument("--proxy", action="store_true",
+                   help="also a node proxy per node on a service VIP (fastpath proxy demo)")
     add_json_flag(p)
     p.set_defaults(func=cmd_up)
 
@@ -119,8 +121,16 @@ def cmd_up(args) -> int:
             console(stderr=True).print(f"fastpath: {msg}")
         return 0
     routes = routing.get(c.routing).status(c)
-    emit(args, {"created": True, **_cluster_data(c, routes)}, lambda d: _tables(c, routes))
-    return 0
+    data = {"created": True, **_cluster_data(c, routes)}
+    if not getattr(args, "proxy", False):
+        emit(args, data, lambda d: _tables(c, routes))
+        return 0
+    from fastpath.proxy import commands as proxy_commands
+    from fastpath.proxy import demo
+    data["proxy"] = demo.up()
+    emit(args, data, lambda d: (console().print(_tables(c, routes)),
+                                console().print(proxy_commands.render_demo(d["proxy"])))[-1])
+    return 0 if data["proxy"]["ok"] else 1
 
 
 def cmd_down(args) -> int:

@@ -109,15 +109,19 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from fastpath.output import emit, table
+    from fastpath.output import emit
     from fastpath.proxy import demo
     res = demo.up(args.vip, args.port, args.workers, args.mode)
-
-    def render(d):
-        from rich.console import Group
-        return Group(f"service VIP {d['vip']}: a proxy per node, a backend per pod",
-                     table("probes from every pod", ["pod", "node", "answered by", "ok"],
-                           [(r["pod"], r["node"], r["answer"], "yes" if r["ok"] else "NO")
-                            for r in d["probes"]]))
-    emit(args, res, render)
+    emit(args, res, render_demo)
     return 0 if res["ok"] else 1
+
+
+def render_demo(d: dict):
+    from rich.console import Group
+
+    from fastpath.output import table
+    return Group(f"service VIP {d['vip']}: a proxy per node, a backend per pod",
+                 table("probes from every pod", ["pod", "node", "answered by", "ok"],
+                       [(r["pod"], r["node"], r["answer"], "yes" if r["ok"] else "NO")
+                        for r in d["probes"]]))
+
