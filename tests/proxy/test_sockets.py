@@ -410,3 +410,24 @@ def test_proxy_inside_a_netns(instance, tmp_path):
             p.terminate()
             p.wait(15)
         subprocess.run(["ip", "netns", "del", ns], check=True)
+
+
+def test_maxconn_holds_new_connections_in_the_queue(addr, backends, proxy):
+    be = backends(addr, 9001)
+    p = proxy(cfg((addr, 9000), [be.addr], "    maxconn 2"))
+    a, b = connect((addr, 9000)), connect((addr, 9000))
+    for s in (a, b):
+        s.sendall(b"x")
+        assert s.recv(1) == b"x"
+    c = connect((addr, 9000))          # the kernel completes the handshake; we wait
+    c.sendall(b"y")
+    c.settimeout(0.4)
+    with pytest.raises(socket.timeout):
+        c.recv(1)
+    a.close()
+    c.settimeout(5)
+    assert c.recv(1) == b"y"           # served as soon as a slot was free
+    st = p.status()["proxies"][0]["services"][0]
+    assert st["active"] == 2 and st["accepted"] == 3
+    b.close()
+    c.close()
