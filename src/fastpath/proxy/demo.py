@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import socket
 import subprocess
 import sys
 import time

@@ -175,6 +175,7 @@ class Direction:
                 if self.strikes >= (STRIKES if self.ever_spliced_in else 2):
                     self._to_copy("redirected")
                 return 0  # retry now: the bytes are there, by splice or by copy
+            self.strikes = 0  # "in a row": a real wait ends the series
             self.pipe = None
             self.pipes.put(p)  # empty: an idle direction holds no pipe
             return WANT_READ
