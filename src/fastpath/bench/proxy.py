@@ -91,7 +91,7 @@ class Setup:
         self.ports: dict[str, int] = {}
         self.pids: dict[str, list[int]] = {}
         self.modes = modes
-        base = 20000 + r.randrange(0, 200) * 100
+        base = 10000 + r.randrange(0, 200) * 100   # below the ephemeral range (32768-)
         self.iperf_port, self.http_port = base, base + 1
         self.logs: list = []
 
