@@ -113,15 +113,14 @@ def render(data: dict):
                                        "pipes free"],
                            [(w["pid"], w["slot"], w["generation"], w["draining"], w["connections"],
                              w["pipes"]["in_use"], w["pipes"]["free"]) for w in p["workers"]]))
-        parts.append(table("pipe pool", list(PIPE_KEYS), [[p["pipes"][k] for k in PIPE_KEYS]]))
-        rows = []
+        parts.append(table("pipe pool", ["counter", "pipes"],
+                           [(k.replace("_", " "), p["pipes"][k]) for k in PIPE_KEYS]))
         for s in p["services"]:
-            for b in s["backends"]:
-                rows.append((s["name"], s["accepted"], s["active"], b["backend"],
-                             f"{b['up_in_workers']}/{len(p['workers'])}", b["active"], b["total"],
-                             b["errors"]))
-        parts.append(table("services", ["service", "accepted", "active", "backend", "up",
-                                        "b.active", "b.total", "b.errors"], rows))
+            parts.append(table(f"service {s['name']}: {s['accepted']} accepted, {s['active']} "
+                               f"active, {s['refused']} refused",
+                               ["backend", "up in workers", "active", "total", "errors"],
+                               [(b["backend"], f"{b['up_in_workers']}/{len(p['workers'])}",
+                                 b["active"], b["total"], b["errors"]) for b in s["backends"]]))
         if p["counters"]:
             parts.append(table("counters", ["counter", "value"], sorted(p["counters"].items())))
     return Group(*parts)
