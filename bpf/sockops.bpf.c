@@ -79,10 +79,18 @@ int fp_sockops(struct bpf_sock_ops *skops)
 	if (loopback)
 		key.netns = bpf_get_netns_cookie(skops);
 
-	if (bpf_sock_hash_update(skops, &fp_sockhash, &key, BPF_NOEXIST) == 0)
+	if (bpf_sock_hash_update(skops, &fp_sockhash, &key, BPF_NOEXIST) == 0) {
+		struct bpf_sock *sk = skops->sk;
+		__u64 addr;
+
 		c->sockets_added++;
-	else
+		if (sk) {
+			addr = (__u64)sk;
+			bpf_map_update_elem(&fp_sk_addr, &key, &addr, BPF_ANY);
+		}
+	} else {
 		c->sockets_failed++;
+	}
 	return 1;
 }
 

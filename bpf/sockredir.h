@@ -36,6 +36,28 @@ struct fp_counters {
 	__u64 sockets_remote;   /* peer not local: never put in the map */
 	__u64 sockets_failed;   /* sock_hash_update refused */
 	__u64 pinned_to_stack;  /* a socket that sent via the stack once keeps using it */
+	__u64 bulk_to_stack;    /* a socket moved to the stack by fp_config.bulk_bytes */
+	__u64 backlog_to_stack; /* a socket moved to the stack by fp_config.max_queued */
+};
+
+/* Tuning read by sk_msg on every message, index 0 of fp_config; all 0 by default.
+ * - bulk_bytes: a socket that sends one message of at least this many bytes leaves the
+ *   redirect for good (redirect -> stack keeps byte order: the receiver drains its psock
+ *   queue before its TCP receive queue). Bulk flows go faster through TCP (see bench).
+ * - apply_bytes: bpf_msg_apply_bytes, run the verdict once per that many bytes.
+ * - cork_bytes: bpf_msg_cork_bytes; stalls request/response traffic smaller than the cork
+ *   (nothing flushes a cork but more bytes), so only for one-way bulk experiments.
+ * - max_queued: a redirected message lands in the peer's psock queue, which neither the
+ *   peer's SO_RCVBUF nor the sender's SO_SNDBUF bounds (a sender whose peer does not read
+ *   can queue hundreds of MiB, until tcp_mem pressure fails sends with ENOMEM). When the
+ *   peer already holds this many unread redirected bytes, the sender moves to the TCP
+ *   stack for good, whose window bounds it. 0: no limit.
+ */
+struct fp_config {
+	__u32 bulk_bytes;
+	__u32 apply_bytes;
+	__u32 cork_bytes;
+	__u32 max_queued;
 };
 
 /* LPM keys for the local-peer tries: prefixlen then the address, network byte order. */
@@ -54,6 +76,10 @@ struct fp_sk_state {
 	__u32 stack_used;  /* this socket sent at least one byte through the TCP stack */
 	__u32 pad;
 };
+
+_Static_assert(sizeof(struct fp_sock_key) == 56, "keys.py SOCK_KEY");
+_Static_assert(sizeof(struct fp_counters) == 80, "keys.py COUNTERS");
+_Static_assert(sizeof(struct fp_config) == 16, "keys.py CONFIG");
 
 #define FP_SOCKHASH_MAX 65536
 
@@ -86,6 +112,23 @@ struct {
 	__type(key, struct fp_lpm6);
 	__type(value, __u32);
 } fp_local6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fp_config);
+} fp_config SEC(".maps");
+
+/* Each socket in fp_sockhash, by its key -> its struct sock address (written by sockops,
+ * read by sk_msg through a read-only BTF cast to see how much its peer has queued). An
+ * entry can outlive its socket (LRU, no close hook): readers check the port they find. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FP_SOCKHASH_MAX);
+	__type(key, struct fp_sock_key);
+	__type(value, __u64);
+} fp_sk_addr SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);

@@ -20,6 +20,9 @@ def register(sub) -> None:
                    "(default 10.244.0.0/16)")
     p.add_argument("--proxy", action="store_true",
                    help="also a node proxy per node on a service VIP (fastpath proxy demo)")
+    p.add_argument("--accel", action="store_true",
+                   help="also enable socket redirect (fastpath accel) for the pods' TCP; "
+                        "`fastpath exec` then runs commands in the accel cgroup")
     add_json_flag(p)
     p.set_defaults(func=cmd_up)
 
@@ -112,25 +115,37 @@ def cmd_up(args) -> int:
         c, made = b.up(nodes=args.nodes, pods=args.pods, routing_name=args.routing,
                        underlay=args.underlay or plan.DEFAULT_UNDERLAY,
                        pod_supernet=args.pod_supernet or plan.DEFAULT_POD_SUPERNET)
+    accel = None
+    if getattr(args, "accel", False):
+        from fastpath.sockredir.cluster import enable_for
+        accel = enable_for(c)
     if not made:
         msg = (f"a cluster exists already in scope {c.scope}* ({len(c.nodes)} nodes, {len(c.pods)} pods, "
                f"{c.phase}): nothing changed; `fastpath down` removes it")
+        if accel is not None:
+            msg = msg.replace("nothing changed", "accel enabled, nothing else changed")
         if getattr(args, "json", False):
             emit(args, {"created": False, "message": msg, **c.to_dict()})
         else:
             console(stderr=True).print(f"fastpath: {msg}")
         return 0
     routes = routing.get(c.routing).status(c)
-    data = {"created": True, **_cluster_data(c, routes)}
-    if not getattr(args, "proxy", False):
-        emit(args, data, lambda d: _tables(c, routes))
-        return 0
-    from fastpath.proxy import commands as proxy_commands
-    from fastpath.proxy import demo
-    data["proxy"] = demo.up()
-    emit(args, data, lambda d: (console().print(_tables(c, routes)),
-                                console().print(proxy_commands.render_demo(d["proxy"])))[-1])
-    return 0 if data["proxy"]["ok"] else 1
+    data = {"created": True, **_cluster_data(c, routes), **({"accel": accel} if accel else {})}
+    if getattr(args, "proxy", False):
+        from fastpath.proxy import demo
+        data["proxy"] = demo.up()
+
+    def render(d):
+        from rich.console import Group
+        parts = [_tables(c, routes)]
+        if accel is not None:
+            parts.append(f"accel: sockops on {accel['cgroup']}, local {', '.join(accel['local'])}")
+        if "proxy" in d:
+            from fastpath.proxy.commands import render_demo
+            parts.append(render_demo(d["proxy"]))
+        return Group(*parts)
+    emit(args, data, render)
+    return 0 if data.get("proxy", {}).get("ok", True) else 1
 
 
 def cmd_down(args) -> int:
@@ -216,6 +231,8 @@ def cmd_exec(args) -> int:
     pod = cluster.require().pod(args.pod)
     with Netns.open(pod.netns) as n:
         setns(n.fd, f"enter netns {pod.netns}")
+    from fastpath.sockredir.cluster import join_if_enabled
+    join_if_enabled()  # pod processes are accelerated when accel is on
     try:
         os.execvp(argv[0], argv)
     except OSError as e:

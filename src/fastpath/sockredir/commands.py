@@ -4,6 +4,7 @@
     fastpath accel disable
     fastpath accel status [--sockets]
     fastpath accel local [--add CIDR] [--remove CIDR]
+    fastpath accel tune [--max-queued N] [--bulk-bytes N] [--apply-bytes N] [--cork-bytes N]
     fastpath accel run -- CMD [ARGS...]
     fastpath accel torture [--seconds N]
 """
@@ -27,8 +28,14 @@ def register(sub) -> None:
     e.add_argument("--local", metavar="CIDR", action="append", default=[],
                    help="a prefix whose peers are on this node (pod CIDR); repeatable. "
                         "The node's own addresses and loopback are always local")
+    _tuning_flags(e)
     add_json_flag(e)
     e.set_defaults(func=_enable)
+
+    tu = asub.add_parser("tune", help="change how sk_msg redirects (see `accel tune -h`)")
+    _tuning_flags(tu)
+    add_json_flag(tu)
+    tu.set_defaults(func=_tune)
 
     d = asub.add_parser("disable", help="detach and unpin (redirected connections keep working)")
     add_json_flag(d)
@@ -59,12 +66,42 @@ def register(sub) -> None:
     t.set_defaults(func=_torture)
 
 
+def _tuning_flags(p) -> None:
+    p.add_argument("--max-queued", type=int, default=None, metavar="N",
+                   help="when the peer holds N unread redirected bytes, the sender moves to "
+                        "the TCP stack, whose window bounds memory (default 16 MiB); 0: no limit")
+    p.add_argument("--bulk-bytes", type=int, default=None, metavar="N",
+                   help="a socket sending one message of >= N bytes leaves the redirect for "
+                        "good (bulk flows are faster through TCP); 0: never")
+    p.add_argument("--apply-bytes", type=int, default=None, metavar="N",
+                   help="run the verdict once per N bytes (bpf_msg_apply_bytes); 0: per message")
+    p.add_argument("--cork-bytes", type=int, default=None, metavar="N",
+                   help="hold messages until N bytes (bpf_msg_cork_bytes); stalls "
+                        "request/response traffic, for experiments only; 0: off")
+
+
+def _config(args) -> dict:
+    return {k: getattr(args, k) for k in ("bulk_bytes", "apply_bytes", "cork_bytes", "max_queued")
+            if getattr(args, k) is not None}
+
+
+def _tune(args) -> int:
+    from fastpath.output import emit
+    from fastpath.sockredir import keys, loader
+
+    keys.pack_config(**{**dict.fromkeys(keys.CONFIG_FIELDS, 0), **_config(args)})  # validate
+    cfg = loader.tune(**_config(args))
+    emit(args, cfg, lambda c: ", ".join(f"{k}={v}" for k, v in c.items()))
+    return 0
+
+
 def _enable(args) -> int:
     from fastpath.output import emit
     from fastpath.sockredir import cgroup, keys, loader
 
     nets = [keys.parse_cidr(c) for c in args.local]  # validate before touching anything
-    res = loader.enable(cgroup.resolve(args.cgroup), nets)
+    keys.pack_config(**{**dict.fromkeys(keys.CONFIG_FIELDS, 0), **_config(args)})
+    res = loader.enable(cgroup.resolve(args.cgroup), nets, _config(args))
     emit(args, res, lambda r: (f"accel enabled: sockops on {r['cgroup']}"
                                f"{' (created)' if r['created_cgroup'] else ''}, pins in "
                                f"{r['pins']}, local: {', '.join(r['local']) or '-'}"))
@@ -114,6 +151,9 @@ def _status(args) -> int:
                 ("sockets added", c["sockets_added"]),
                 ("sockets skipped (remote peer)", c["sockets_remote"]),
                 ("sockets kept on the stack", c["pinned_to_stack"]),
+                ("bulk sockets moved to the stack", c["bulk_to_stack"]),
+                ("sockets moved to the stack (peer backlog)", c["backlog_to_stack"]),
+                ("tuning", ", ".join(f"{k}={v}" for k, v in s["config"].items())),
                 ("map insert failures", c["sockets_failed"])]
         parts = [table("accel", ["", "value"], rows)]
         if s.get("socket_keys") is not None:

@@ -23,9 +23,12 @@ LPM4 = struct.Struct("<I4s")
 LPM6 = struct.Struct("<I16s")
 LPM_VALUE = struct.Struct("<I")
 COUNTER_FIELDS = ("redirected_msgs", "redirected_bytes", "passed_msgs", "passed_bytes",
-                  "sockets_added", "sockets_remote", "sockets_failed", "pinned_to_stack")
+                  "sockets_added", "sockets_remote", "sockets_failed", "pinned_to_stack",
+                  "bulk_to_stack", "backlog_to_stack")
 COUNTERS = struct.Struct("<" + "Q" * len(COUNTER_FIELDS))
-assert SOCK_KEY.size == 56 and COUNTERS.size == 64
+CONFIG_FIELDS = ("bulk_bytes", "apply_bytes", "cork_bytes", "max_queued")
+CONFIG = struct.Struct("<IIII")
+assert SOCK_KEY.size == 56 and COUNTERS.size == 80 and CONFIG.size == 16
 
 
 def is_loopback(addr: str) -> bool:
@@ -102,8 +105,21 @@ def lpm_unpack(family: int, raw: bytes) -> ipaddress.IPv4Network | ipaddress.IPv
     return ipaddress.ip_network((ipaddress.ip_address(addr), plen))
 
 
+def pack_config(bulk_bytes: int = 0, apply_bytes: int = 0, cork_bytes: int = 0,
+                max_queued: int = 0) -> bytes:
+    for n, v in (("bulk-bytes", bulk_bytes), ("apply-bytes", apply_bytes),
+                 ("cork-bytes", cork_bytes), ("max-queued", max_queued)):
+        if not 0 <= v < 1 << 32:
+            raise UsageError(f"--{n} {v}: must be between 0 and 2^32-1")
+    return CONFIG.pack(bulk_bytes, apply_bytes, cork_bytes, max_queued)
+
+
+def unpack_config(raw: bytes) -> dict[str, int]:
+    return dict(zip(CONFIG_FIELDS, CONFIG.unpack(raw)))
+
+
 def sum_percpu_counters(raw: bytes, ncpus: int) -> dict[str, int]:
-    """Add up one fp_counters per possible CPU (each 64 bytes, already 8-aligned)."""
+    """Add up one fp_counters per possible CPU (each 80 bytes, already 8-aligned)."""
     total = [0] * len(COUNTER_FIELDS)
     for cpu in range(ncpus):
         vals = COUNTERS.unpack_from(raw, cpu * COUNTERS.size)

@@ -51,7 +51,8 @@ _libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, c
 
 @_PRINT_FN
 def _on_print(level, fmt, ap):  # libbpf's printf-style callback; va_list is a pointer on x86-64
-    buf = ctypes.create_string_buffer(4096)
+    # the verifier log arrives as one "%s" of up to megabytes; a va_list cannot be walked twice
+    buf = ctypes.create_string_buffer(1 << 22 if _print_lines is not None else 4096)
     _libc.vsnprintf(buf, len(buf), fmt, ap)
     if _print_lines is not None:
         _print_lines.append(buf.value.decode(errors="replace"))

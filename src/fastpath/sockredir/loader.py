@@ -1,7 +1,7 @@
 """Loading, pinning and attaching the sockredir programs (the BPF edge of `fastpath accel`).
 
 Pins, under naming.bpf_pin_dir() (/sys/fs/bpf/fastpath[/tag]):
-    prog_sockops  prog_sk_msg  map_sockhash  map_counters  map_local4  map_local6
+    prog_sockops  prog_sk_msg  map_sockhash  map_counters  map_local4  map_local6  map_config
 The sockops program is attached to one cgroup v2; sk_msg to the sockhash.
 
 Why disable can unpin while redirected connections keep working (kernel 6.x, checked by
@@ -32,9 +32,17 @@ from fastpath.sockredir.maps import Counters, LocalNets, SockHash
 
 BPFFS = "/sys/fs/bpf"
 PROG_SOCKOPS, PROG_SK_MSG = "prog_sockops", "prog_sk_msg"
-MAP_SOCKHASH, MAP_COUNTERS, MAP_LOCAL4, MAP_LOCAL6 = ("map_sockhash", "map_counters",
-                                                      "map_local4", "map_local6")
-SHARED_MAPS = ("fp_sockhash", "fp_counters", "fp_local4", "fp_local6", "fp_sk_state")
+MAP_SOCKHASH, MAP_COUNTERS, MAP_LOCAL4, MAP_LOCAL6, MAP_CONFIG = (
+    "map_sockhash", "map_counters", "map_local4", "map_local6", "map_config")
+SHARED_MAPS = ("fp_sockhash", "fp_counters", "fp_local4", "fp_local6", "fp_config",
+               "fp_sk_addr", "fp_sk_state")
+# fp_config.max_queued unless told otherwise: a peer may hold this many unread redirected
+# bytes before its sender moves to the TCP stack. Without a bound a sender whose peer does
+# not read queues without limit (256 MiB accepted here in a test, until tcp_mem pressure).
+DEFAULT_MAX_QUEUED = 16 << 20
+
+
+ZERO = b"\0\0\0\0"
 
 
 def repo_root() -> Path:
@@ -94,11 +102,21 @@ class Pinned:
     counters: B.KernelMap
     local4: B.KernelMap
     local6: B.KernelMap
+    config: B.KernelMap
 
     def close(self) -> None:
         for x in (self.sockops, self.sk_msg, self.sockhash, self.counters, self.local4,
-                  self.local6):
+                  self.local6, self.config):
             x.close()
+
+    def read_config(self) -> dict[str, int]:
+        raw = self.config.lookup(ZERO)
+        return K.unpack_config(raw) if raw else dict.fromkeys(K.CONFIG_FIELDS, 0)
+
+    def write_config(self, **changes: int) -> dict[str, int]:
+        cfg = {**self.read_config(), **{k: v for k, v in changes.items() if v is not None}}
+        self.config.update(ZERO, K.pack_config(**cfg))
+        return cfg
 
     def views(self):
         return (SockHash(self.sockhash), Counters(self.counters, B.possible_cpus()),
@@ -127,6 +145,7 @@ def open_pinned() -> Pinned:
         counters=open_counters(d),
         local4=B.KernelMap(B.obj_get(pin_path(MAP_LOCAL4, d)), K.LPM4.size, 4, "fp_local4"),
         local6=B.KernelMap(B.obj_get(pin_path(MAP_LOCAL6, d)), K.LPM6.size, 4, "fp_local6"),
+        config=B.KernelMap(B.obj_get(pin_path(MAP_CONFIG, d)), 4, K.CONFIG.size, "fp_config"),
     )
 
 
@@ -174,7 +193,7 @@ def _rmdir_quiet(path: str) -> bool:
         raise
 
 
-def enable(cgroup_path: str, extra_local: list) -> dict:
+def enable(cgroup_path: str, extra_local: list, config: dict | None = None) -> dict:
     """Load, fill, pin and attach; undo everything on failure."""
     from fastpath.sockredir import cgroup as CG
 
@@ -205,6 +224,10 @@ def enable(cgroup_path: str, extra_local: list) -> dict:
             local.add(n)
         for mm in local.by_family.values():
             mm.close()
+        cfg = {**dict.fromkeys(K.CONFIG_FIELDS, 0), "max_queued": DEFAULT_MAX_QUEUED,
+               **(config or {})}
+        with B.Fd(os.dup(ops.map_fd("fp_config"))) as cfd:
+            B.KernelMap(cfd, 4, K.CONFIG.size, "fp_config").update(ZERO, K.pack_config(**cfg))
 
         sockhash_fd = ops.map_fd("fp_sockhash")
         B.prog_attach(msg.prog_fd("fp_sk_msg"), sockhash_fd, B.BPF_SK_MSG_VERDICT,
@@ -217,6 +240,7 @@ def enable(cgroup_path: str, extra_local: list) -> dict:
                          (MAP_COUNTERS, ops.map_fd("fp_counters")),
                          (MAP_LOCAL4, ops.map_fd("fp_local4")),
                          (MAP_LOCAL6, ops.map_fd("fp_local6")),
+                         (MAP_CONFIG, ops.map_fd("fp_config")),
                          (PROG_SK_MSG, msg.prog_fd("fp_sk_msg")),
                          (PROG_SOCKOPS, ops.prog_fd("fp_sockops"))):
             B.obj_pin(fd, pin_path(path))
@@ -234,7 +258,7 @@ def enable(cgroup_path: str, extra_local: list) -> dict:
         prog_id = B.obj_id(ops.prog_fd("fp_sockops"))
         _record(cgroup_path, created, prog_id)
         return {"cgroup": cgroup_path, "created_cgroup": created, "pins": pin_dir(),
-                "sockops_prog_id": prog_id, "local": [str(n) for n in nets]}
+                "sockops_prog_id": prog_id, "local": [str(n) for n in nets], "config": cfg}
     except BaseException:
         if attached_ops and cg_fd is not None:
             try:
@@ -374,7 +398,8 @@ def status() -> dict:
                 "sockops_prog_id": my_id, "sk_msg_prog_id": B.obj_id(p.sk_msg.fileno()),
                 "processes_in_cgroup": len(_cgroup_procs(cg)) if cg else 0,
                 "sockets": len(entries), "socket_keys": [str(k) for k in entries],
-                "local": [str(n) for n in local.list()], "counters": ctr.read()}
+                "local": [str(n) for n in local.list()], "config": p.read_config(),
+                "counters": ctr.read()}
     finally:
         p.close()
 
@@ -382,6 +407,14 @@ def status() -> dict:
 def _cgroup_procs(path: str) -> list[int]:
     from fastpath.sockredir import cgroup as CG
     return CG.procs(path)
+
+
+def tune(**changes: int) -> dict[str, int]:
+    p = open_pinned()
+    try:
+        return p.write_config(**changes)
+    finally:
+        p.close()
 
 
 def set_local(add: list, remove: list) -> list[str]:

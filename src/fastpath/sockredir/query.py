@@ -5,8 +5,8 @@ copy (recv/send) on sockets that are in a sockhash.
     from fastpath.sockredir.query import is_accelerated
     if is_accelerated(sock): ...copy...
 
-Cost: getsockname + getpeername + two getsockopts (SO_COOKIE, SO_NETNS_COOKIE) and one
-map lookup per sockhash known (a few microseconds). The answer is exact: the sockhash
+Cost: getsockname + getpeername + two getsockopts (SO_COOKIE, SO_NETNS_COOKIE), a stat of
+the pin and one map lookup per sockhash known (a few microseconds). The answer is exact: the sockhash
 value read from user space is the socket cookie of the socket stored under the key, so a
 stale or colliding key cannot give a false yes.
 
@@ -53,13 +53,23 @@ class _Maps:
         self.lock = threading.Lock()
         self.maps: dict[int, object] = {}  # map id -> KernelMap
         self.scanned = 0.0
+        self.pin_ident: tuple | None = None
+        self.others: set[int] = set()  # ids of maps that are not fp_sockhash
 
     def get(self) -> list:
+        from fastpath.sockredir import loader
+        try:
+            st = os.stat(loader.pin_path(loader.MAP_SOCKHASH))
+            ident = (st.st_dev, st.st_ino)
+        except OSError:
+            ident = None
         with self.lock:
             now = time.monotonic()
-            if now - self.scanned >= RESCAN_S:
+            # a new pin (enable) is seen at once; other maps at most RESCAN_S late
+            if ident != self.pin_ident or now - self.scanned >= RESCAN_S:
                 self._rescan()
                 self.scanned = now
+                self.pin_ident = ident
             return list(self.maps.values())
 
     def _rescan(self) -> None:
@@ -74,8 +84,10 @@ class _Maps:
                 found[B.obj_id(fd.fileno())] = B.KernelMap(fd, K.SOCK_KEY.size, 8, pinned)
             except Exception:
                 pass
-        for map_id in _map_ids():
-            if map_id in found:
+        ids = _map_ids()
+        self.others &= set(ids)
+        for map_id in ids:
+            if map_id in found or map_id in self.others:
                 continue
             if map_id in self.maps:
                 found[map_id] = self.maps.pop(map_id)
@@ -86,6 +98,7 @@ class _Maps:
             if _map_name(fd.fileno()) == MAP_NAME:
                 found[map_id] = B.KernelMap(fd, K.SOCK_KEY.size, 8, f"map id {map_id}")
             else:
+                self.others.add(map_id)
                 fd.close()
         for m in self.maps.values():
             if m not in found.values():

@@ -2,7 +2,9 @@
 (identical 127.0.0.1 ports in both) and pod-to-pod across namespaces, both directions at
 once, messages of 1 byte to 4 MiB, every byte checked against the sender's generator on
 arrival and a SHA-256 compared at both ends; accel disabled and re-enabled underneath the
-streams; some connections reset (SO_LINGER 0) or closed by one end while the other sends.
+streams, with a small fp_config.max_queued half of the time so that flows also move from
+the redirect to the stack mid-stream; some connections reset (SO_LINGER 0) or closed by
+one end while the other sends.
 
 Pass: every clean stream arrives complete and identical (no byte lost, reordered or
 corrupted); every aborted stream delivers an exact prefix and then an error or EOF; no
@@ -157,10 +159,9 @@ def _pump(sock: socket.socket, out: Stream, chk: Checker, deadline: float,
                         if cur is None:
                             send_done = True
                             sock.shutdown(socket.SHUT_WR)
-                            sel.modify(sock, 0 if recv_done else selectors.EVENT_READ) \
-                                if not recv_done else None
                             if recv_done:
                                 break
+                            sel.modify(sock, selectors.EVENT_READ)
     except OSError as e:
         res.error = errno.errorcode.get(e.errno or 0, str(e))
     finally:
@@ -269,9 +270,6 @@ def _worker(spec: dict) -> dict:
             abort_at = plan["abort_at"] if plan["mode"] == "reset-client" else None
             out = Stream(plan["cseed"], plan["cbudget"], spec["max_size"])
             chk = Checker(plan["sseed"], plan["sbudget"], spec["max_size"])
-            if plan["mode"] == "close-while-sending":
-                chk = Checker(plan["sseed"], 0, spec["max_size"])
-                out = Stream(plan["cseed"], plan["cbudget"], spec["max_size"])
             _pump(sock, out, chk, deadline_all, abort_at, res, hashlib.sha256())
         except Exception as e:
             res.failure = f"client: {type(e).__name__}: {e}"
@@ -351,6 +349,7 @@ def judge(conn: dict) -> str | None:
 @dataclass
 class TortureReport:
     seconds: float
+    seed: int = 0
     toggles: int = 0
     connections: list[dict] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -373,7 +372,8 @@ class TortureReport:
         return out
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "seconds": self.seconds, "toggles": self.toggles,
+        return {"ok": self.ok, "seconds": self.seconds, "seed": self.seed,
+                "toggles": self.toggles,
                 "by_kind": self.summary(), "failures": self.failures,
                 "counters": self.counters, "worker_error": self.worker_error,
                 "total_connections": len(self.connections)}
@@ -397,7 +397,7 @@ def run(seconds: float = 30.0, connections: int = 24, max_size: int = 4 << 20,
                             "itself", hint="fastpath accel disable, or use FASTPATH_INSTANCE")
     seed = random.randrange(1 << 31) if seed is None else seed
     rng = random.Random(seed)
-    rep = TortureReport(seconds=seconds)
+    rep = TortureReport(seconds=seconds, seed=seed)
     pp = PodPair(prefix="tt", cidr="10.244.78.0/24")
     import ipaddress
     local = [ipaddress.ip_network(pp.cidr)]
@@ -405,7 +405,10 @@ def run(seconds: float = 30.0, connections: int = 24, max_size: int = 4 << 20,
     cg = CG.default_path()
     try:
         pp.create()
-        loader.enable(cg, local)
+        # a small max_queued half of the time, so flows also switch redirect -> stack
+        # mid-stream when their reader falls behind
+        queues = (1 << 20, loader.DEFAULT_MAX_QUEUED)
+        loader.enable(cg, local, {"max_queued": rng.choice(queues)})
         spec = {"seed": seed, "seconds": seconds, "grace": grace, "connections": connections,
                 "max_size": max_size, "budget": budget,
                 "pods": [{"netns": p.name, "ip": p.ip} for p in pp.pods]}
@@ -423,7 +426,7 @@ def run(seconds: float = 30.0, connections: int = 24, max_size: int = 4 << 20,
                 _add(rep.counters, loader.status()["counters"])
                 loader.disable()
             else:
-                loader.enable(cg, local)
+                loader.enable(cg, local, {"max_queued": rng.choice(queues)})
             enabled = not enabled
             rep.toggles += 1
         try:
@@ -460,7 +463,8 @@ def render(d: dict):
     rows = [(k, v["connections"], v["accelerated"], v["clean"], v["aborted"],
              f"{v['bytes'] / 1e6:.1f}") for k, v in d["by_kind"].items()]
     parts = [table(f"torture: {'PASS' if d['ok'] else 'FAIL'} ({d['total_connections']} "
-                   f"connections, {d['toggles']} accel toggles, {d['seconds']:.0f} s)",
+                   f"connections, {d['toggles']} accel toggles, {d['seconds']:.0f} s, "
+                   f"seed {d['seed']})",
                    ["kind", "connections", "accelerated", "clean", "aborted", "MB checked"], rows)]
     c = d.get("counters") or {}
     parts.append(f"redirected: {c.get('redirected_msgs', 0)} messages, "

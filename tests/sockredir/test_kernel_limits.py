@@ -1,0 +1,115 @@
+"""Known kernel behaviour of sockets in a SOCKHASH (kernel 6.18 here), each pinned down so a
+kernel change shows up as a failing test rather than as a hang in production."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import struct
+import termios
+import time
+
+import pytest
+
+from tests.sockredir.conftest import in_cgroup, pair, recv_exact
+
+pytestmark = pytest.mark.root
+
+
+def fionread(sock) -> int:
+    return struct.unpack("i", fcntl.ioctl(sock, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def splice_once(sock) -> int | str:
+    """splice(sock -> pipe) with the socket non-blocking: bytes moved, or an errno name."""
+    r, w = os.pipe()
+    sock.setblocking(False)
+    try:
+        return os.splice(sock.fileno(), w, 1 << 16, flags=os.SPLICE_F_NONBLOCK)
+    except OSError as e:
+        return errno.errorcode[e.errno]
+    finally:
+        sock.setblocking(True)
+        sock.settimeout(10)
+        os.close(r), os.close(w)
+
+
+def test_splice_does_not_see_redirected_data(accel):
+    """Redirected bytes sit in the psock's ingress queue; tcp_splice_read only reads the TCP
+    receive queue. A blocking splice would wait forever (why the proxy asks is_accelerated
+    and copies instead); a non-blocking one says EAGAIN while recv has the bytes."""
+    from fastpath.sockredir.query import is_accelerated
+    with in_cgroup(accel["cgroup"]):
+        c, s = pair()
+    assert is_accelerated(s)
+    c.sendall(b"x" * 1000)
+    time.sleep(0.05)
+    assert splice_once(s) == "EAGAIN"
+    assert recv_exact(s, 1000) == b"x" * 1000
+    # control: the same on a plain connection moves the bytes
+    pc, ps = pair()
+    assert not is_accelerated(ps)
+    pc.sendall(b"y" * 1000)
+    time.sleep(0.05)
+    assert splice_once(ps) == 1000
+    for x in (c, s, pc, ps):
+        x.close()
+
+
+def test_fionread_counts_redirected_bytes(accel):
+    """Older kernels answered 0 for bytes waiting in the psock queue (callers that size a
+    read with FIONREAD then stalled); 6.18 counts them, also after a partial read."""
+    with in_cgroup(accel["cgroup"]):
+        c, s = pair()
+    c.sendall(b"a" * 1000)
+    time.sleep(0.05)
+    assert fionread(s) == 1000
+    assert s.recv(300) == b"a" * 300
+    assert fionread(s) == 700
+    c.sendall(b"b" * 50)
+    time.sleep(0.05)
+    assert fionread(s) == 750
+    assert recv_exact(s, 750) == b"a" * 700 + b"b" * 50
+    assert fionread(s) == 0
+    c.close(), s.close()
+
+
+def test_close_one_end_while_the_other_sends(accel):
+    """The receiver closes with redirected bytes unread while the sender keeps sending: the
+    sender must get EPIPE/ECONNRESET promptly, never block."""
+    with in_cgroup(accel["cgroup"]):
+        c, s = pair()
+    c.sendall(os.urandom(200_000))  # unread in s's psock queue
+    s.close()
+    c.settimeout(5)
+    t0 = time.monotonic()
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        for _ in range(2000):
+            c.sendall(b"z" * 65536)
+    assert time.monotonic() - t0 < 5
+    c.close()
+
+
+def test_reset_while_the_other_end_reads(accel):
+    """An abortive close (SO_LINGER 0) of a sender: the reader gets a prefix then
+    ECONNRESET or EOF, without hanging."""
+    with in_cgroup(accel["cgroup"]):
+        c, s = pair()
+    data = os.urandom(500_000)
+    c.sendall(data)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    got = bytearray()
+    s.settimeout(5)
+    try:
+        while True:
+            b = s.recv(1 << 16)
+            if not b:
+                break
+            got += b
+    except ConnectionResetError:
+        pass
+    assert bytes(got) == data[:len(got)]
+    s.close()
