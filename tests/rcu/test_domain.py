@@ -203,3 +203,21 @@ def test_torture_in_process_no_reader_sees_a_retired_object(domain):
         t.join(5)
     domain.barrier(timeout=10)
     assert not bad and reads[0] > 100 and domain.stats()["callbacks_run"] == n
+
+
+def test_registered_domain_stats_are_visible_to_rcu_stats(fastpath):
+    import json
+    d = Domain("agent", register=True)
+    try:
+        with d.read():
+            pass
+        d.call_rcu(lambda: None)
+        d.barrier(timeout=5)
+        out = json.loads(fastpath("rcu", "stats", "--json").stdout)
+        [dom] = out["domains"]
+        assert dom["name"] == "agent" and dom["callbacks_run"] == 1 and dom["grace_periods"] >= 1
+        assert dom["pending_callbacks"] == 0 and dom["readers"] == 1
+        assert "agent" in fastpath("rcu", "stats").stdout
+    finally:
+        d.close()
+    assert json.loads(fastpath("rcu", "stats", "--json").stdout)["domains"] == []

@@ -227,6 +227,8 @@ def test_bad_uses(table):
         r.close()
     with Region.create(4096) as other, pytest.raises(UsageError, match="SharedTable"):
         SharedTable.attach(other.fd)
+    with Region.create(0) as empty, pytest.raises(UsageError, match="SharedTable"):
+        SharedTable.attach(empty.fd)
     with pytest.raises(UsageError):
         SharedTable.create(1024, versions=1, register=False)
     from fastpath.rcu.layout import TableFull
@@ -249,3 +251,52 @@ def test_registry_and_stats_through_proc(table, fastpath):
     assert out["tables"][0]["synchronize_calls"] == 1
     assert fastpath("rcu", "stats", "nope", check=False).returncode == 2
     assert "svc" in fastpath("rcu", "stats").stdout
+
+
+def test_dead_offline_readers_slots_are_swept(table):
+    def child():
+        t = SharedTable.attach(table.fd)
+        t.offline()
+        os._exit(0)            # dies offline: blocks nothing, but holds a slot
+
+    pid = fork(child)
+    os.waitpid(pid, 0)
+    assert [r["pid"] for r in table.stats()["readers"]] == [pid]
+    table.synchronize(timeout=1)          # offline: no wait, and not freed by the grace period
+    assert table.sweep() == 1
+    assert table.stats()["readers"] == [] and table.stats()["dead_readers"] == 1
+
+
+def test_a_slot_being_registered_is_not_swept():
+    from fastpath.rcu.grace import Slot
+    from fastpath.rcu.table import _alive
+    assert _alive(Slot(0, qs=0, tid=999_999_999, pid=1, starttime=0))
+    assert not _alive(Slot(0, qs=0, tid=999_999_999, pid=1, starttime=5))
+
+
+SCM_SCRIPT = r"""
+import socket, sys
+from fastpath.rcu.table import SharedTable
+sock = socket.socket(fileno=int(sys.argv[1]))
+msg, fds, flags, addr = socket.recv_fds(sock, 16, 1)
+t = SharedTable.attach(fds[0])
+print(t.lookup(b"svc").decode(), flush=True)
+t.close()
+"""
+
+
+def test_attach_an_fd_received_with_scm_rights(table):
+    import socket
+    table.update(b"svc", b"10.0.0.1:80")
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    p = subprocess.Popen([sys.executable, "-c", SCM_SCRIPT, str(b.fileno())], pass_fds=[b.fileno()],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        b.close()
+        socket.send_fds(a, [b"table"], [table.fd])
+        assert p.stdout.readline().strip() == "10.0.0.1:80"
+        assert p.wait(10) == 0
+    finally:
+        a.close()
+        p.kill()
+        p.wait()

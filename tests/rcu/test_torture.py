@@ -45,3 +45,7 @@ def test_torture_catches_reuse_before_the_grace_period(monkeypatch):
 def test_bad_arguments(fastpath):
     p = fastpath("rcu", "torture", "--seconds", "0", check=False)
     assert p.returncode == 2 and "--seconds" in p.stderr
+    p = fastpath("rcu", "torture", "--seconds", "1", "--name", "Bad Name", check=False)
+    assert p.returncode == 2 and "table name" in p.stderr
+    p = fastpath("rcu", "torture", "--readers", "1000", check=False)
+    assert p.returncode == 2 and "at most" in p.stderr

@@ -26,9 +26,9 @@ def register(sub) -> None:
     add_json_flag(t)
     t.set_defaults(func=_torture)
 
-    s = rsub.add_parser("stats", help="grace periods, latency, pending reclamations, readers "
-                        "of this instance's shared tables")
-    s.add_argument("name", nargs="?", help="one table (default: all)")
+    s = rsub.add_parser("stats", help="grace periods, latency, pending reclamations and "
+                        "callbacks, readers of this instance's shared tables and registered domains")
+    s.add_argument("name", nargs="?", help="one table or domain (default: all)")
     add_json_flag(s)
     s.set_defaults(func=_stats)
 
@@ -49,6 +49,9 @@ def _torture(args: argparse.Namespace) -> int:
     _check_positive("--keys", args.keys)
     _check_positive("--kill-every", args.kill_every, zero_ok=True)
     _check_positive("--domain-threads", args.domain_threads, zero_ok=True)
+    from fastpath.errors import UsageError
+    if args.readers > 64 or args.threads > 16 or args.domain_threads > 16:
+        raise UsageError("at most 64 reader processes, 16 threads each, 16 domain threads")
     progress = None
     if not wants_json(args) and sys.stderr.isatty():
         c = console(stderr=True)
@@ -61,7 +64,8 @@ def _torture(args: argparse.Namespace) -> int:
                       on_progress=progress)
 
     def render(r):
-        rows = [(k, v) for k, v in r.items() if k not in ("errors", "ok")]
+        rows = [(k, v) for k, v in r.items() if k not in ("errors", "ok", "domain")]
+        rows += [(f"domain {k}", v) for k, v in r.get("domain", {}).items()]
         rows.append(("result", "PASS: zero bad reads" if r["ok"] else "FAIL"))
         t = table("fastpath rcu torture", ["", "value"],
                   [(k, f"{v:.3f}" if isinstance(v, float) else v) for k, v in rows])
@@ -81,21 +85,35 @@ def _stats(args: argparse.Namespace) -> int:
     if args.name:
         notes = [n for n in notes if n["name"] == args.name]
         if not notes:
-            raise NotFound(f"no live SharedTable named {args.name!r} in this instance",
+            raise NotFound(f"no live SharedTable or RCU domain named {args.name!r} in this instance",
                            hint="`fastpath rcu stats` lists them")
-    data = {"tables": [registry.read(n) for n in notes]}
+    data = {"tables": [registry.read(n) for n in notes if n.get("kind", "table") == "table"],
+            "domains": [registry.read(n) for n in notes if n.get("kind") == "domain"]}
 
     def render(d):
-        if not d["tables"]:
-            return "no SharedTable is live in this instance (a writer registers one while it runs)"
+        if not d["tables"] and not d["domains"]:
+            return ("no SharedTable or registered RCU domain is live in this instance "
+                    "(a writer registers one while it runs)")
         c = console()
-        c.print(table("SharedTables", ["table", "writer", "entries", "publishes", "grace periods",
-                                       "gp mean ms", "gp max ms", "pending", "readers online",
-                                       "stalls", "dead"],
-                      [(t["name"], t["writer_pid"], t["entries"], t["publishes"], t["grace_periods"],
-                        f"{t['gp_mean_ms']:.3f}", f"{t['gp_max_ms']:.3f}", t["pending"],
-                        f"{t['readers_online']}/{len(t['readers'])}", t["stalls"], t["dead_readers"])
-                       for t in d["tables"]]))
+        if d["domains"]:
+            c.print(table("RCU domains (in-process)", ["domain", "pid", "grace periods",
+                                                       "gp mean ms", "gp max ms", "pending cbs",
+                                                       "cbs run", "readers"],
+                          [(x["name"], x["pid"], x["grace_periods"], f"{x['gp_mean_ms']:.3f}",
+                            f"{x['gp_max_ms']:.3f}", x["pending_callbacks"], x["callbacks_run"],
+                            x["readers"]) for x in d["domains"]]))
+        for t in d["tables"]:
+            c.print(table(f"SharedTable {t['name']} (writer pid {t['writer_pid']})", ["", "value"], [
+                ("entries", t["entries"]), ("publishes", t["publishes"]),
+                ("grace periods", t["grace_periods"]),
+                ("grace period mean / max", f"{t['gp_mean_ms']:.3f} / {t['gp_max_ms']:.3f} ms"),
+                ("synchronize() calls", t["synchronize_calls"]),
+                ("pending (versions waiting for a grace period)", f"{t['pending']} of {t['versions']}"),
+                ("readers online / registered", f"{t['readers_online']} / {len(t['readers'])}"
+                 f" (of {t['reader_slots']} slots)"),
+                ("stalls reported", t["stalls"]), ("dead readers freed", t["dead_readers"]),
+                ("version size", f"{t['version_size']} bytes"),
+            ]))
         rows = [(t["name"], r["slot"], r["pid"], r["tid"], "online" if r["online"] else "offline",
                  r["qs_token"], "yes" if r["alive"] else "DEAD")
                 for t in d["tables"] for r in t["readers"]]

@@ -38,6 +38,7 @@ from fastpath.errors import FastpathError, UsageError
 log = logging.getLogger("fastpath.rcu")
 
 _GP = 0          # the QSBR token word
+DOMAIN_MAGIC = int.from_bytes(b"FPRCUDOM", "little")
 _WORD = 8
 MAX_THREADS = 4096
 
@@ -46,23 +47,25 @@ class _Section:
     """One thread's read-side section counter; it is its own context manager, so that
     `with domain.read():` costs one thread-local lookup and, outermost, two atomic adds."""
 
-    __slots__ = ("_av", "off", "nest", "release", "__weakref__")
+    __slots__ = ("_add", "off", "nest", "release", "__weakref__")
 
     def __init__(self, av: AtomicView, off: int) -> None:
-        self._av = av
+        self._add = av.fetch_add
         self.off = off
         self.nest = 0
 
     def __enter__(self) -> "_Section":
-        if not self.nest:
-            self._av.fetch_add(self.off, 1)   # odd: inside; seq_cst orders the loads after it
-        self.nest += 1
+        n = self.nest
+        self.nest = n + 1
+        if not n:
+            self._add(self.off, 1)   # odd: inside; seq_cst orders the loads after it
         return self
 
     def __exit__(self, *exc) -> None:
-        self.nest -= 1
-        if not self.nest:
-            self._av.fetch_add(self.off, 1)   # even: outside; the loads before it are done
+        n = self.nest - 1
+        self.nest = n
+        if not n:
+            self._add(self.off, 1)   # even: outside; the loads before it are done
 
 
 class _Qsbr:
@@ -75,7 +78,10 @@ class _Qsbr:
 class Domain:
     """An RCU domain for one process. Thread-safe; valid with or without the GIL."""
 
-    def __init__(self, name: str = "rcu", max_threads: int = MAX_THREADS) -> None:
+    def __init__(self, name: str = "rcu", max_threads: int = MAX_THREADS, *,
+                 register: bool = False) -> None:
+        """`register`: keep statistics in a one-page memfd and list it for `fastpath rcu
+        stats` (state dir note); otherwise stats() is the only view."""
         self.name = name
         self._map = mmap.mmap(-1, _WORD * (max_threads + 1))
         self._av = AtomicView(self._map)
@@ -98,6 +104,34 @@ class Domain:
         self._cb_errors = 0
         self._worker: threading.Thread | None = None
         self._closing = False
+        self._stats_region = None
+        self._stats_av: AtomicView | None = None
+        self._registry_path = None
+        if register:
+            self._publish_stats_region()
+
+    # ---- statistics other processes can read
+
+    def _publish_stats_region(self) -> None:
+        import os
+
+        from fastpath.rcu import registry
+        from fastpath.shm.memfd import PAGE_SIZE, Region
+        self._stats_region = Region.create(PAGE_SIZE, "fp-rcu-domain")
+        self._stats_av = AtomicView(self._stats_region.buf)
+        self._stats_av.store(0, DOMAIN_MAGIC)
+        self._export()
+        self._registry_path = registry.register(self.name, os.getpid(), self._stats_region.fd,
+                                                PAGE_SIZE, "domain")
+
+    def _export(self) -> None:
+        av = self._stats_av
+        if av is None:
+            return
+        for i, v in enumerate((self.grace_periods, int(self._gp_total * 1e9),
+                               int(self._gp_max * 1e9), self._queued, self._done,
+                               self._cb_errors, len(self._sections), len(self._qsbr)), start=1):
+            av.store(8 * i, v)
 
     # ---- registration
 
@@ -108,6 +142,7 @@ class Domain:
             off = self._free.pop() * _WORD
             self._av.store(off, 0)
             kind[off] = None
+            self._export()
             return off
 
     def _release(self, kind: dict, off: int) -> None:
@@ -115,6 +150,7 @@ class Domain:
             del kind[off]
             self._av.store(off, 0)
             self._free.append(off // _WORD)
+            self._export()
 
     def read(self) -> _Section:
         """The calling thread's read-side section: `with domain.read(): ...`."""
@@ -196,6 +232,7 @@ class Domain:
             self.grace_periods += 1
             self._gp_total += dt
             self._gp_max = max(self._gp_max, dt)
+            self._export()
         return dt
 
     # ---- deferred callbacks
@@ -207,6 +244,7 @@ class Domain:
                 raise UsageError(f"RCU domain {self.name} is closed")
             self._callbacks.append((callback, args))
             self._queued += 1
+            self._export()
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name=f"fp-rcu-{self.name}",
                                                 daemon=True)
@@ -231,6 +269,7 @@ class Domain:
             with self._cb_cond:
                 self._done += len(batch)
                 self._cb_cond.notify_all()
+                self._export()
 
     def barrier(self, timeout: float | None = None) -> None:
         """Wait until every callback queued before this call has run."""
@@ -264,6 +303,12 @@ class Domain:
             w = self._worker
         if w is not None and w is not threading.current_thread():
             w.join()
+        if self._stats_av is not None:
+            from fastpath.rcu import registry
+            registry.unregister(self._registry_path)
+            self._stats_av.release()
+            self._stats_av = None
+            self._stats_region.close()
 
     def __enter__(self) -> "Domain":
         return self
@@ -275,29 +320,30 @@ class Domain:
 class Protected:
     """An RCU-protected reference (rcu_assign_pointer / rcu_dereference).
 
-    Readers call get() inside a read-side section (or between quiescent states) and may
-    use what they got until the section ends. The updater assign()s a new object; replace()
+    Readers call get(), or read `.value` (a plain slot read, the cheapest there is), inside a
+    read-side section (or between quiescent states) and may use what they got until the
+    section ends. The updater assign()s a new object; replace()
     also hands the old one to `retire` after a grace period (close an fd, free shm space).
     Updates to one reference must be serialized by the caller (or use RcuMap)."""
 
-    __slots__ = ("_value", "domain")
+    __slots__ = ("value", "domain")
 
     def __init__(self, domain: Domain, value: Any = None) -> None:
         self.domain = domain
-        self._value = value
+        self.value = value
 
     def get(self) -> Any:
-        return self._value
+        return self.value
 
     dereference = get
 
     def assign(self, value: Any) -> None:
         # A Python attribute store publishes a fully built object (the runtime guarantees
         # it, with or without the GIL); readers see the old or the new object, never a mix.
-        self._value = value
+        self.value = value
 
     def replace(self, value: Any, retire: Callable[[Any], Any] | None = None) -> Any:
-        old, self._value = self._value, value
+        old, self.value = self.value, value
         if retire is not None and old is not None:
             self.domain.call_rcu(retire, old)
         return old
@@ -318,27 +364,27 @@ class RcuMap(Mapping):
     # reads
     def snapshot(self) -> Mapping:
         """The current version: several reads that must agree, inside one section."""
-        return self._ref._value
+        return self._ref.value
 
     def __getitem__(self, key):
-        return self._ref._value[key]
+        return self._ref.value[key]
 
     def get(self, key, default=None):
-        return self._ref._value.get(key, default)
+        return self._ref.value.get(key, default)
 
     def __contains__(self, key) -> bool:
-        return key in self._ref._value
+        return key in self._ref.value
 
     def __iter__(self) -> Iterator:
-        return iter(self._ref._value)
+        return iter(self._ref.value)
 
     def __len__(self) -> int:
-        return len(self._ref._value)
+        return len(self._ref.value)
 
     # writes
     def _publish(self, change: Callable[[dict], list]) -> None:
         with self._wlock:
-            new = dict(self._ref._value)
+            new = dict(self._ref.value)
             displaced = change(new)
             self._ref.assign(MappingProxyType(new))
         if self.on_retire is not None:
@@ -384,3 +430,17 @@ class RcuMap(Mapping):
 
 
 _MISSING = object()
+
+
+def read_domain_stats(buf) -> dict:
+    """A registered Domain's counters from its stats page (read-only mapping is enough)."""
+    import struct
+    w = [struct.unpack_from("<Q", buf, 8 * i)[0] for i in range(9)]
+    if w[0] != DOMAIN_MAGIC:
+        from fastpath.errors import UsageError as _U
+        raise _U("not a fastpath RCU domain statistics page")
+    gp, total, mx, queued, done, errors, sections, qsbr = w[1:]
+    return {"kind": "domain", "grace_periods": gp, "gp_mean_ms": total / gp / 1e6 if gp else 0.0,
+            "gp_max_ms": mx / 1e6, "pending_callbacks": queued - done, "callbacks_run": done,
+            "callback_errors": errors, "readers": sections + qsbr, "section_readers": sections,
+            "qsbr_readers": qsbr}

@@ -9,8 +9,12 @@ A version occupies one fixed-size buffer of `size` bytes at offset `base`:
     +8   gen      u64   publish number, for readers that check a snapshot stayed intact
     +16  nbuckets u32 | count u32       nbuckets is a power of two
     +24  data_end u32 | tombs u32       bytes in use from base; deleted buckets
-    +32  buckets  nbuckets x (hash u32 | entry u32)   entry 0: empty, TOMB: deleted
-    ...  entries  klen u16 | vlen u32 | key | value    offsets relative to base
+    +32  buckets  nbuckets x 16 bytes: hash u32 | entry u32 | klen u16 | pad | vlen u32
+                  entry 0: empty, TOMB: deleted; entry is an offset from base
+    ...  entries  key | value
+
+A bucket carries the lengths, so a lookup that hits reads one bucket (one unpack) and then
+the key and value bytes: the reader's hot path is a handful of C calls (table.py).
 
 A version is written only while it is private to the writer (never published, or
 reclaimed after a grace period), so a reader never sees a half-updated one; within a
@@ -31,13 +35,15 @@ POISON_WORD = int.from_bytes(bytes([POISON_BYTE]) * 8, "little")
 HEADER = 32
 TOMB = 0xFFFFFFFF
 MAX_KEY = 0xFFFF
+MAX_VALUE = 0xFFFFFFFF
 MIN_BUCKETS = 16
 MAX_LOAD = 0.7  # used + deleted buckets over nbuckets; linear probing slows past ~0.7
 
 _U64 = struct.Struct("<Q")
 _II = struct.Struct("<II")
-_HI = struct.Struct("<HI")
-ENTRY_HEADER = _HI.size  # 6
+BUCKET = struct.Struct("<IIHxxI")   # hash, entry, klen, vlen
+BUCKET_SIZE = BUCKET.size           # 16
+_bucket = BUCKET.unpack_from
 _crc32 = zlib.crc32
 
 
@@ -54,7 +60,7 @@ def key_hash(key: bytes) -> int:
 
 
 def entry_size(key: bytes, value: bytes) -> int:
-    return ENTRY_HEADER + len(key) + len(value)
+    return len(key) + len(value)
 
 
 def buckets_for(count: int) -> int:
@@ -66,7 +72,7 @@ def buckets_for(count: int) -> int:
 
 def needed(items: dict[bytes, bytes]) -> int:
     """Bytes a freshly built version of `items` takes."""
-    return HEADER + 8 * buckets_for(len(items)) + sum(entry_size(k, v) for k, v in items.items())
+    return HEADER + BUCKET_SIZE * buckets_for(len(items)) + sum(entry_size(k, v) for k, v in items.items())
 
 
 def check_item(key: bytes, value: bytes) -> None:
@@ -74,6 +80,8 @@ def check_item(key: bytes, value: bytes) -> None:
         raise TypeError("SharedTable keys and values are bytes")
     if not key or len(key) > MAX_KEY:
         raise ValueError(f"key of {len(key)} bytes: keys are 1..{MAX_KEY} bytes")
+    if len(value) > MAX_VALUE:
+        raise ValueError(f"value of {len(value)} bytes: values are at most {MAX_VALUE} bytes")
 
 
 def build(buf, base: int, size: int, items: dict[bytes, bytes], gen: int) -> int:
@@ -83,15 +91,16 @@ def build(buf, base: int, size: int, items: dict[bytes, bytes], gen: int) -> int
     if need > size:
         raise TableFull(f"{len(items)} entries need {need} bytes, a version holds {size}",
                         hint="create the table with a larger capacity")
-    end = HEADER + 8 * nb
-    buf[base + HEADER:base + end] = bytes(8 * nb)
+    end = HEADER + BUCKET_SIZE * nb
+    buf[base + HEADER:base + end] = bytes(BUCKET_SIZE * nb)
     mask = nb - 1
+    b = base + HEADER
     for k, v in items.items():
         h = _crc32(k)
         i = h & mask
-        while _II.unpack_from(buf, base + HEADER + 8 * i)[1]:
+        while _bucket(buf, b + BUCKET_SIZE * i)[1]:
             i = (i + 1) & mask
-        _II.pack_into(buf, base + HEADER + 8 * i, h, end)
+        BUCKET.pack_into(buf, b + BUCKET_SIZE * i, h, end, len(k), len(v))
         end = _put_entry(buf, base, end, k, v)
     _U64.pack_into(buf, base + 8, gen)
     _II.pack_into(buf, base + 16, nb, len(items))
@@ -101,15 +110,18 @@ def build(buf, base: int, size: int, items: dict[bytes, bytes], gen: int) -> int
 
 
 def _put_entry(buf, base: int, end: int, k: bytes, v: bytes) -> int:
-    _HI.pack_into(buf, base + end, len(k), len(v))
-    p = base + end + ENTRY_HEADER
+    p = base + end
     buf[p:p + len(k)] = k
     buf[p + len(k):p + len(k) + len(v)] = v
-    return end + ENTRY_HEADER + len(k) + len(v)
+    return end + len(k) + len(v)
 
 
 def used(buf, base: int) -> int:
     return _II.unpack_from(buf, base + 24)[0]
+
+
+def nbuckets(buf, base: int) -> int:
+    return _II.unpack_from(buf, base + 16)[0]
 
 
 def copy(buf, src: int, dst: int) -> None:
@@ -124,19 +136,19 @@ def apply(buf, base: int, size: int, puts: dict[bytes, bytes], deletes, gen: int
     nb, count = _II.unpack_from(buf, base + 16)
     end, tombs = _II.unpack_from(buf, base + 24)
     mask = nb - 1
+    b = base + HEADER
     for k in deletes:
         i, found, _ = _probe(buf, base, mask, k)
         if found:
-            _II.pack_into(buf, base + HEADER + 8 * i, 0, TOMB)
+            BUCKET.pack_into(buf, b + BUCKET_SIZE * i, 0, TOMB, 0, 0)
             count -= 1
             tombs += 1
     for k, v in puts.items():
         i, found, free = _probe(buf, base, mask, k)
         if found:
-            eo = _II.unpack_from(buf, base + HEADER + 8 * i)[1]
-            kl, vl = _HI.unpack_from(buf, base + eo)
+            eh, eo, kl, vl = _bucket(buf, b + BUCKET_SIZE * i)
             if vl == len(v):  # same length: overwrite the value where it is
-                p = base + eo + ENTRY_HEADER + kl
+                p = base + eo + kl
                 buf[p:p + vl] = v
                 continue
             slot = i
@@ -146,12 +158,12 @@ def apply(buf, base: int, size: int, puts: dict[bytes, bytes], deletes, gen: int
             slot = free
         if end + entry_size(k, v) > size:
             return False
-        eh, eo = _II.unpack_from(buf, base + HEADER + 8 * slot)
+        eo = _bucket(buf, b + BUCKET_SIZE * slot)[1]
         if not found:
             count += 1
             if eo == TOMB:
                 tombs -= 1
-        _II.pack_into(buf, base + HEADER + 8 * slot, _crc32(k), end)
+        BUCKET.pack_into(buf, b + BUCKET_SIZE * slot, _crc32(k), end, len(k), len(v))
         end = _put_entry(buf, base, end, k, v)
     _U64.pack_into(buf, base + 8, gen)
     _II.pack_into(buf, base + 16, nb, count)
@@ -165,18 +177,16 @@ def _probe(buf, base: int, mask: int, key: bytes) -> tuple[int, bool, int]:
     h = _crc32(key)
     i = h & mask
     free = -1
+    b = base + HEADER
     while True:
-        eh, eo = _II.unpack_from(buf, base + HEADER + 8 * i)
+        eh, eo, kl, _ = _bucket(buf, b + BUCKET_SIZE * i)
         if eo == 0:
             return i, False, (i if free < 0 else free)
         if eo == TOMB:
             if free < 0:
                 free = i
-        elif eh == h:
-            kl = _HI.unpack_from(buf, base + eo)[0]
-            p = base + eo + ENTRY_HEADER
-            if buf[p:p + kl] == key:
-                return i, True, free
+        elif eh == h and buf[base + eo:base + eo + kl] == key:
+            return i, True, free
         i = (i + 1) & mask
 
 
@@ -185,27 +195,24 @@ def lookup(buf, base: int, key: bytes, size: int):
 
     Offsets are bounds-checked against the version size, so reading a reclaimed (poisoned)
     buffer raises TornRead instead of returning bytes from elsewhere in the region.
+    (SharedTable's readers run an inlined copy of this, table.Reader.lookup.)
     """
     nb, _ = _II.unpack_from(buf, base + 16)
-    if nb & (nb - 1) or HEADER + 8 * nb > size:
+    if nb & (nb - 1) or HEADER + BUCKET_SIZE * nb > size:
         raise TornRead(f"version at {base}: bad bucket count {nb:#x}")
     h = _crc32(key)
     mask = nb - 1
     i = h & mask
     b = base + HEADER
     while True:
-        eh, eo = _II.unpack_from(buf, b + 8 * i)
+        eh, eo, kl, vl = _bucket(buf, b + BUCKET_SIZE * i)
         if eo == 0:
             return None
         if eh == h and eo != TOMB:
-            if eo >= size:
-                raise TornRead(f"version at {base}: entry offset {eo:#x} out of range")
-            p = base + eo
-            kl, vl = _HI.unpack_from(buf, p)
-            p += ENTRY_HEADER
-            if eo + ENTRY_HEADER + kl + vl > size:
+            if eo + kl + vl > size:
                 raise TornRead(f"version at {base}: entry at {eo:#x} overruns the version")
-            if kl == len(key) and buf[p:p + kl] == key:
+            p = base + eo
+            if buf[p:p + kl] == key:
                 return buf[p + kl:p + kl + vl]
         i = (i + 1) & mask
 
@@ -213,15 +220,16 @@ def lookup(buf, base: int, key: bytes, size: int):
 def items(buf, base: int, size: int) -> dict[bytes, bytes]:
     """Every entry of the version at `base` (for tests, dumps and the writer's checks)."""
     nb, _ = _II.unpack_from(buf, base + 16)
+    if nb & (nb - 1) or HEADER + BUCKET_SIZE * nb > size:
+        raise TornRead(f"version at {base}: bad bucket count {nb:#x}")
     out = {}
     for i in range(nb):
-        eh, eo = _II.unpack_from(buf, base + HEADER + 8 * i)
+        eh, eo, kl, vl = _bucket(buf, base + HEADER + BUCKET_SIZE * i)
         if eo in (0, TOMB):
             continue
-        if eo >= size:
-            raise TornRead(f"version at {base}: entry offset {eo:#x} out of range")
-        kl, vl = _HI.unpack_from(buf, base + eo)
-        p = base + eo + ENTRY_HEADER
+        if eo + kl + vl > size:
+            raise TornRead(f"version at {base}: entry at {eo:#x} overruns the version")
+        p = base + eo
         out[bytes(buf[p:p + kl])] = bytes(buf[p + kl:p + kl + vl])
     return out
 
@@ -234,6 +242,12 @@ def gen(buf, base: int) -> int:
     return _U64.unpack_from(buf, base + 8)[0]
 
 
+_POISON_CACHE: dict[int, bytes] = {}
+
+
 def poison(buf, base: int, size: int) -> None:
     """Overwrite a reclaimed version so that any reader still using it fails loudly."""
-    buf[base:base + size] = bytes([POISON_BYTE]) * size
+    fill = _POISON_CACHE.get(size)
+    if fill is None:
+        fill = _POISON_CACHE[size] = bytes([POISON_BYTE]) * size
+    buf[base:base + size] = fill

@@ -1,9 +1,9 @@
-"""Where `fastpath rcu stats` finds the SharedTables of this instance.
+"""Where `fastpath rcu stats` finds the SharedTables and Domains of this instance.
 
-A memfd has no path, so each writer leaves a small JSON note in the state dir
-(`<state>/rcu/<name>.json`: pid, fd, size). Any process allowed to (root, or the same user)
+A memfd has no path, so each writer (and each Domain created with `register=True`) leaves a
+small JSON note in the state dir (`<state>/rcu/<kind>-<name>.json`: kind, pid, fd, size). Any process allowed to (root, or the same user)
 can map the writer's memfd through /proc/<pid>/fd/<fd> read-only and read the statistics
-the writer keeps in the region header. A note whose writer is gone is stale and removed on
+the writer keeps in the region header (a Domain keeps its counters in a one-page memfd). A note whose writer is gone is stale and removed on
 the next listing.
 """
 
@@ -25,14 +25,14 @@ def table_dir() -> Path:
     return state.state_dir() / "rcu"
 
 
-def register(name: str, pid: int, fd: int, size: int) -> Path:
+def register(name: str, pid: int, fd: int, size: int, kind: str = "table") -> Path:
     if not _NAME_RE.match(name):
-        raise UsageError(f"table name {name!r}: use lowercase letters, digits and '-'")
+        raise UsageError(f"{kind} name {name!r}: use lowercase letters, digits and '-'")
     d = table_dir()
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = d / f"{name}.json"
-    tmp = d / f".{name}.{pid}.tmp"
-    tmp.write_text(json.dumps({"name": name, "pid": pid, "fd": fd, "size": size,
+    path = d / f"{kind}-{name}.json"
+    tmp = d / f".{kind}-{name}.{pid}.tmp"
+    tmp.write_text(json.dumps({"kind": kind, "name": name, "pid": pid, "fd": fd, "size": size,
                                "started": time.time()}))
     os.replace(tmp, path)
     return path
@@ -57,8 +57,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def tables() -> list[dict]:
-    """Notes of live tables, by name; stale notes are removed."""
+def tables(kind: str | None = None) -> list[dict]:
+    """Notes of live tables and domains (or one `kind`), by name; stale notes are removed."""
     d = table_dir()
     if not d.is_dir():
         return []
@@ -69,7 +69,8 @@ def tables() -> list[dict]:
         except (OSError, ValueError):
             continue
         if _alive(int(note.get("pid", 0))) and os.path.exists(f"/proc/{note['pid']}/fd/{note['fd']}"):
-            out.append(note)
+            if kind is None or note.get("kind", "table") == kind:
+                out.append(note)
         else:
             p.unlink(missing_ok=True)
     return out
@@ -77,6 +78,7 @@ def tables() -> list[dict]:
 
 def read(note: dict) -> dict:
     """Statistics of the table a note points at, read through a read-only mapping."""
+    from fastpath.rcu.domain import read_domain_stats
     from fastpath.rcu.table import read_stats
     from fastpath.shm.memfd import Region
 
@@ -93,6 +95,8 @@ def read(note: dict) -> dict:
         os.close(fd)
         raise
     try:
+        if note.get("kind", "table") == "domain":
+            return {"name": note["name"], "pid": note["pid"], **read_domain_stats(region.buf)}
         return {"name": note["name"], **read_stats(region.buf)}
     finally:
         region.close()

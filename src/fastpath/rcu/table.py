@@ -43,6 +43,11 @@ the call... values returned are copies, so only snapshots matter), and `offline(
 blocking for long (epoll_wait), `online()` after. A dead reader is found by its
 (tid, starttime) (liveness.py) and its slot freed; a reader that blocks a grace period for
 `stall_after` seconds is reported (log, `stalls` counter, `on_stall`).
+
+Trust: readers map the region writable, because their slots live in it; a reader process
+is trusted as far as any process the agent hands the fd to. (A reader killed between
+claiming a slot and recording its start time leaves that slot taken but offline: it costs
+a slot, never a grace period.)
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ import os
 import struct
 import threading
 import time
+import zlib
 from typing import Callable, Iterable
 
 from fastpath._atomic import AtomicView, fence
@@ -99,6 +105,11 @@ S_START = 24
 S_REGISTERED_NS = 32
 
 _U64 = struct.Struct("<Q")
+_NB = struct.Struct("<I").unpack_from
+_BUCKET = layout.BUCKET.unpack_from
+# Reader.lookup inlines layout.lookup with these constants.
+assert layout.HEADER == 32 and layout.BUCKET_SIZE == 16 and layout.TOMB == 0xFFFFFFFF
+_crc32 = zlib.crc32
 SWEEP_EVERY = 0.25   # seconds between the writer's sweeps for dead readers' slots
 
 
@@ -127,11 +138,13 @@ class Reader:
     Use a Reader from the thread that made it (its slot names that thread). Lookups return
     copies (bytes), so nothing read stays referenced after the next quiescent()."""
 
-    __slots__ = ("_table", "_av", "_buf", "_vsize", "index", "_qs_off", "_tid_off", "closed")
+    __slots__ = ("_table", "_av", "_load", "_buf", "_vsize", "index", "_qs_off", "_tid_off",
+                 "closed")
 
     def __init__(self, table: "SharedTable", index: int) -> None:
         self._table = table
         self._av = table._av
+        self._load = table._av.load
         self._buf = table._region.buf
         self._vsize = table.version_size
         self.index = index
@@ -140,12 +153,33 @@ class Reader:
         self.closed = False
 
     def lookup(self, key: bytes) -> bytes | None:
-        """The value of `key` in the current version, or None."""
-        base = self._av.load(H_CURRENT)
+        """The value of `key` in the current version, or None.
+
+        layout.lookup inlined: this is the hot path of every reader (one atomic load, then
+        plain reads of an immutable version; bounds checks as in layout.lookup)."""
+        base = self._load(H_CURRENT)
         if not base:
             return None
-        v = layout.lookup(self._buf, base, key, self._vsize)
-        return None if v is None else v.tobytes()
+        buf = self._buf
+        size = self._vsize
+        nb = _NB(buf, base + 16)[0]
+        if nb & (nb - 1) or 32 + 16 * nb > size:
+            raise layout.TornRead(f"version at {base}: bad bucket count {nb:#x}")
+        h = _crc32(key)
+        mask = nb - 1
+        i = h & mask
+        b = base + 32
+        while True:
+            eh, eo, kl, vl = _BUCKET(buf, b + 16 * i)
+            if eo == 0:
+                return None
+            if eh == h and eo != 0xFFFFFFFF:
+                if eo + kl + vl > size:
+                    raise layout.TornRead(f"version at {base}: entry at {eo:#x} overruns it")
+                p = base + eo
+                if buf[p:p + kl] == key:
+                    return buf[p + kl:p + kl + vl].tobytes()
+            i = (i + 1) & mask
 
     def get(self, key: bytes, default=None):
         v = self.lookup(key)
@@ -189,6 +223,7 @@ class Reader:
         if self._table._av is None:
             return
         self._av.store(self._qs_off, 0)
+        self._av.store(self._tid_off + (S_START - S_TID), 0)
         self._av.store(self._tid_off, 0)
 
 
@@ -232,6 +267,8 @@ class SharedTable:
                  stall_after: float | None = None, poison: bool = False,
                  on_stall: Callable[[Stall], None] | None = None) -> None:
         self._region = region
+        if region.size < HEADER_SIZE:
+            raise UsageError(f"fd {region.fd} ({region.size} bytes) does not hold a fastpath SharedTable")
         self._av: AtomicView | None = AtomicView(region.buf)
         buf = region.buf
         if len(buf) < HEADER_SIZE or self._av.load(H_MAGIC) != REGION_MAGIC:
@@ -271,10 +308,11 @@ class SharedTable:
         """A new table whose versions hold `capacity` bytes each; this process is its writer.
 
         With `register`, the table is listed for `fastpath rcu stats` under `name`."""
+        if not _ok_part(name):
+            raise UsageError(f"table name {name!r}: use lowercase letters, digits and '-'")
         vsize, voff, size = geometry(capacity, readers, versions)
         from fastpath import naming
-        region = Region.create(size, naming.name("rcu", name) if _ok_part(name) else "fp-rcu",
-                               populate=True)
+        region = Region.create(size, naming.name("rcu", name), populate=True)
         try:
             av = AtomicView(region.buf)
             try:
@@ -293,16 +331,25 @@ class SharedTable:
         except BaseException:
             region.close()
             raise
-        t.publish({})
+        try:
+            t.publish({})
+        except BaseException:
+            t.close()
+            raise
         if register:
             from fastpath.rcu import registry
-            t._registry_path = registry.register(name, os.getpid(), region.fd, size)
+            t._registry_path = registry.register(name, os.getpid(), region.fd, size, "table")
         return t
 
     @classmethod
     def attach(cls, fd: int, *, reader: bool = True) -> "SharedTable":
         """Map the table in `fd` (the caller keeps its fd; we map a dup). With `reader`, the
-        calling thread registers a slot and goes online."""
+        calling thread registers a slot and goes online.
+
+        The fd may be inherited (fork, pass_fds) or received over a unix socket with
+        SCM_RIGHTS (socket.recv_fds, or fastpath.shm's hand-over: send it without
+        `readonly`, since readers write their slots, and attach `received.region.fd`). The
+        writer sealed the size (F_SEAL_SHRINK|GROW), so this mapping can never SIGBUS."""
         try:
             size = os.fstat(fd).st_size
             own = os.dup(fd)
@@ -369,6 +416,14 @@ class SharedTable:
     def get(self, key: bytes, default=None):
         v = self.lookup(key)
         return default if v is None else v
+
+    def peek(self, key: bytes) -> bytes | None:
+        """A lookup with no RCU protection and no slot: correct only while something else
+        (a lock held against the writer) keeps the version from being reused. For the
+        lock-guarded peers in `fastpath bench rcu`."""
+        base = self._need().load(H_CURRENT)
+        v = layout.lookup(self._region.buf, base, key, self.version_size) if base else None
+        return None if v is None else v.tobytes()
 
     def quiescent(self) -> None:
         if not self.is_writer:
@@ -454,7 +509,8 @@ class SharedTable:
             self._cur = idx
             if old >= 0:
                 self.grace.retire(old, self._new_token())
-            self._reclaim()
+            if not self._reclaim():
+                self._write_stats()   # pending changed even if nothing came back
 
     def _publishes(self) -> int:
         return self._need().load(H_PUBLISHES)
@@ -516,6 +572,7 @@ class SharedTable:
         av = self._need()
         base = self.slots_off + s.index * SLOT_SIZE
         av.store(base + S_QS, 0)
+        av.store(base + S_START, 0)
         av.store(base + S_TID, 0)
         log.info("SharedTable reader pid %d tid %d died; slot %d freed", s.pid, s.tid, s.index)
 
@@ -524,7 +581,7 @@ class SharedTable:
         that block them anyway; this frees the offline ones before the slots run out)."""
         n = 0
         for s in self.slots():
-            if not liveness.alive(s.tid, s.starttime):
+            if not _alive(s):
                 self._free_slot(s)
                 n += 1
         if n:
@@ -539,7 +596,7 @@ class SharedTable:
             self.sweep()
         if not self.grace.pending:
             return 0
-        p = self.grace.poll(self.slots(), lambda s: liveness.alive(s.tid, s.starttime))
+        p = self.grace.poll(self.slots(), _alive)
         self._last_poll = p
         for s in p.dead:
             self._free_slot(s)
@@ -619,9 +676,16 @@ class SharedTable:
         self.close()
 
 
+def _alive(s: Slot) -> bool:
+    """Start time 0: a reader between claiming the slot and recording who it is (it cannot
+    be online yet). Freeing such a slot would leave the registering reader invisible, so
+    it counts as alive. Slots are freed with the start time zeroed before the tid."""
+    return s.starttime == 0 or liveness.alive(s.tid, s.starttime)
+
+
 def _ok_part(name: str) -> bool:
     import re
-    return bool(re.fullmatch(r"[a-z0-9][a-z0-9-]*", name))
+    return bool(re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name))
 
 
 def read_stats(buf) -> dict:

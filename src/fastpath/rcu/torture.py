@@ -21,6 +21,7 @@ seconds of reaping.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -118,7 +119,7 @@ def _reader_thread(table, counters: _Counters, proc: int, nkeys: int, deadline: 
                     bad += 1
                     _report(wfd, lock, sent, f"pid {os.getpid()}: {e}")
                 r.quiescent()
-                if rnd.random() < 0.002:   # an event loop blocking now and then
+                if rnd.random() < 0.0002:   # an event loop blocking now and then
                     r.offline()
                     time.sleep(rnd.random() * 0.002)
                     r.online()
@@ -161,11 +162,11 @@ def _poison(res: _Res) -> None:
 
 
 def _domain_process(counters_region: Region, proc: int, threads: int, deadline: float,
-                    wfd: int) -> None:
+                    wfd: int, name: str) -> None:
     """Torture the in-process Domain: readers must never see a retired (poisoned) object."""
     from fastpath.rcu.domain import Domain, Protected
     counters = _Counters(counters_region)
-    d = Domain("torture")
+    d = Domain(name, register=True)   # listed by `fastpath rcu stats` while it runs
     refs = [Protected(d, _Res(i)) for i in range(4)]
     lock, sent = threading.Lock(), [0]
 
@@ -215,7 +216,10 @@ def _domain_process(counters_region: Region, proc: int, threads: int, deadline: 
         t.join()
     d.barrier(timeout=10)
     d.close()
-    counters.add(proc, 0, 0, 0)
+    st = d.stats()
+    os.write(wfd, ("domain-stats " + json.dumps({k: st[k] for k in (
+        "grace_periods", "gp_mean_ms", "gp_max_ms", "callbacks_run", "callback_errors",
+        "pending_callbacks")}) + "\n").encode())
 
 
 def run(seconds: float = 10.0, *, readers: int = 3, threads: int = 2, nkeys: int = 512,
@@ -226,13 +230,13 @@ def run(seconds: float = 10.0, *, readers: int = 3, threads: int = 2, nkeys: int
 
     seed = random.randrange(1 << 30) if seed is None else seed
     rnd = random.Random(seed)
+    capacity = 32 + 8 * 2048 + nkeys * 400 + 4096
+    table = SharedTable.create(capacity, readers=max(64, readers * threads * 4), versions=32,
+                               name=name, poison=True, stall_after=2.0)
     counters_region = Region.create(MAX_PROCS * 32, "fp-rcu-torture-counters")
     counters = _Counters(counters_region)
     rfd, wfd = os.pipe()
     os.set_blocking(rfd, False)
-    capacity = 32 + 8 * 2048 + nkeys * 400 + 4096
-    table = SharedTable.create(capacity, readers=max(64, readers * threads * 4), versions=32,
-                               name=name, poison=True, stall_after=2.0)
     t0 = time.monotonic()
     deadline = t0 + seconds
     procs: dict[int, int] = {}      # pid -> counter index
@@ -282,7 +286,7 @@ def run(seconds: float = 10.0, *, readers: int = 3, threads: int = 2, nkeys: int
         dom_pid = None
         if domain_threads:
             dom_pid = spawn(_domain_process, lambda idx: (counters_region, idx, domain_threads,
-                                                          deadline, wfd))
+                                                          deadline, wfd, name))
         for _ in range(readers):
             spawn_reader()
         next_kill = time.monotonic() + kill_every * (0.5 + rnd.random())
@@ -360,8 +364,13 @@ def run(seconds: float = 10.0, *, readers: int = 3, threads: int = 2, nkeys: int
             os.waitpid(pid, 0)
             errors.append(f"pid {pid}: did not stop by the deadline; killed")
         os.close(wfd)
+        domain_stats = {}
         try:
-            errors += os.read(rfd, 1 << 16).decode(errors="replace").splitlines()
+            for line in os.read(rfd, 1 << 16).decode(errors="replace").splitlines():
+                if line.startswith("domain-stats "):
+                    domain_stats = json.loads(line.split(" ", 1)[1])
+                else:
+                    errors.append(line)
         except BlockingIOError:
             pass
         os.close(rfd)
@@ -380,5 +389,6 @@ def run(seconds: float = 10.0, *, readers: int = 3, threads: int = 2, nkeys: int
         "readers_killed": killed, "grace_periods": stats["grace_periods"],
         "gp_mean_ms": stats["gp_mean_ms"], "gp_max_ms": stats["gp_max_ms"],
         "dead_readers_reclaimed": stats["dead_readers"], "stalls": stats["stalls"],
+        "domain": domain_stats,
         "errors": errors, "ok": bad == 0 and crashed == 0 and not errors and reads > 0,
     }
