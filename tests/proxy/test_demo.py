@@ -1,5 +1,5 @@
-"""The node proxies on the demo cluster: `fastpath up --proxy` (`fastpath proxy demo`: a
-proxy per node on a VIP, a backend per pod), every pod reaches the VIP and is answered by a pod
+"""The node proxies on the demo cluster, with and without accel: `fastpath up --proxy
+[--accel]` (`fastpath proxy demo`: a proxy per node on a VIP, a backend per pod), every pod reaches the VIP and is answered by a pod
 anywhere in the cluster; `fastpath down` stops every process it started."""
 
 import json
@@ -27,11 +27,14 @@ def _processes_of(tag: str) -> list[str]:
     return out
 
 
-def test_demo_cluster_node_proxies(fastpath, instance):
+@pytest.mark.parametrize("accel", [False, True])
+def test_demo_cluster_node_proxies(fastpath, instance, accel):
     try:
-        res = json.loads(fastpath("up", "--nodes", "2", "--pods", "2", "--proxy", "--json").stdout)
+        res = json.loads(fastpath("up", "--nodes", "2", "--pods", "2", "--proxy", "--json",
+                                  *(["--accel"] if accel else [])).stdout)
         assert len(res["nodes"]) == 2
         res = res["proxy"]
+        assert res["accel"] == accel
         assert res["ok"], res
         assert len(res["probes"]) == 4
         answers = {r["answer"].split()[0] for r in res["probes"]}
@@ -44,6 +47,12 @@ def test_demo_cluster_node_proxies(fastpath, instance):
             time.sleep(0.2)
         assert sorted(p["name"] for p in st) == ["node1", "node2"]
         assert sum(p["services"][0]["accepted"] for p in st) >= 4
+        accel_sockets = sum(p["counters"].get("accel_sockets", 0) for p in st)
+        if accel:   # the proxies saw their sockets in the sockhash and copied on them
+            assert accel_sockets >= 4
+            assert sum(p["counters"].get("bytes_spliced", 0) for p in st) == 0
+        else:
+            assert accel_sockets == 0
         again = fastpath("proxy", "demo", check=False)
         assert again.returncode == 2 and "already runs" in again.stderr
     finally:

@@ -40,7 +40,7 @@ def _running(name: str) -> int | None:
     return m["pid"] if pid_alive(m.get("pid", 0)) else None
 
 
-def _probe(pod_netns: str, vip: str, port: int, tries: int = 40) -> str:
+def _probe(pod_netns: str, vip: str, port: int, wrap: list[str], tries: int = 40) -> str:
     """From inside a pod: connect to the VIP, send a line, read the answer."""
     code = ("import socket,sys,time\n"
             "for i in range(%d):\n"
@@ -50,7 +50,7 @@ def _probe(pod_netns: str, vip: str, port: int, tries: int = 40) -> str:
             "  except OSError as e:\n"
             "    err=e;time.sleep(0.1)\n"
             "else:\n  print('error', err)\n") % (tries, vip, port)
-    out = subprocess.run(["ip", "netns", "exec", pod_netns, sys.executable, "-c", code],
+    out = subprocess.run([*wrap, "ip", "netns", "exec", pod_netns, sys.executable, "-c", code],
                          capture_output=True, text=True, timeout=tries * 1.2 + 10)
     return out.stdout.strip() or out.stderr.strip()[-200:]
 
@@ -69,13 +69,25 @@ def up(vip: str = DEFAULT_VIP, port: int = DEFAULT_PORT, workers: int = 1,
         if (pid := _running(n.name)) is not None:
             raise AlreadyExists(f"a proxy already runs on {n.name} (pid {pid})",
                                 hint="fastpath down, or fastpath proxy stop --name NODE")
+    # with `fastpath accel` enabled in this instance, the proxies, backends and probes run
+    # in its cgroup: their TCP is redirected socket to socket, and the proxies copy
+    # (splice cannot see redirected bytes) on exactly the sockets that need it
+    wrap: list[str] = []
+    try:
+        from fastpath.sockredir import loader
+        if loader.is_enabled():
+            wrap = [sys.executable, "-m", "fastpath", "accel", "run", "--"]
+    except ImportError:
+        pass
     base = run_dir("demo")
     base.mkdir(parents=True, exist_ok=True)
     backends = [p for p in c.pods if p.ip]
     started: list[str] = []
     for p in backends:
-        _spawn(["ip", "netns", "exec", p.netns, sys.executable, "-m", "fastpath.proxy.demo_backend",
-                p.name, p.ip, str(BACKEND_PORT)], str(base / f"backend-{p.name}.log"))
+        # into the cgroup first: `ip netns exec` mounts its own /sys, without the pins
+        _spawn([*wrap, "ip", "netns", "exec", p.netns, sys.executable, "-m",
+                "fastpath.proxy.demo_backend", p.name, p.ip, str(BACKEND_PORT)],
+               str(base / f"backend-{p.name}.log"))
         started.append(f"backend {p.name} {p.ip}:{BACKEND_PORT}")
     for n in c.nodes:
         r = subprocess.run(["ip", "-n", n.netns, "addr", "replace", f"{vip}/32", "dev", "lo"],
@@ -88,8 +100,8 @@ def up(vip: str = DEFAULT_VIP, port: int = DEFAULT_PORT, workers: int = 1,
              "service demo", f"    listen {vip}:{port}", "    balance roundrobin",
              *[f"    backend {p.ip}:{BACKEND_PORT}" for p in backends],
              "    check interval 1s timeout 500ms fall 2 rise 1", ""]))
-        _spawn([sys.executable, "-m", "fastpath", "proxy", "run", "-c", str(cfg), "--netns", n.netns,
-                "--name", n.name], str(base / f"proxy-{n.name}.log"))
+        _spawn([*wrap, sys.executable, "-m", "fastpath", "proxy", "run", "-c", str(cfg),
+                "--netns", n.netns, "--name", n.name], str(base / f"proxy-{n.name}.log"))
         started.append(f"proxy {n.name} {vip}:{port} in {n.netns}")
     deadline = time.monotonic() + 15
     for n in c.nodes:
@@ -101,8 +113,8 @@ def up(vip: str = DEFAULT_VIP, port: int = DEFAULT_PORT, workers: int = 1,
     time.sleep(0.5)  # first health checks
     reached = []
     for p in c.pods:
-        ans = _probe(p.netns, vip, port)
+        ans = _probe(p.netns, vip, port, wrap)
         reached.append({"pod": p.name, "node": p.node, "answer": ans,
                         "ok": any(ans.startswith(b.name + " ") for b in backends)})
-    return {"vip": f"{vip}:{port}", "started": started, "probes": reached,
+    return {"vip": f"{vip}:{port}", "started": started, "probes": reached, "accel": bool(wrap),
             "ok": all(r["ok"] for r in reached)}
