@@ -431,3 +431,27 @@ def test_maxconn_holds_new_connections_in_the_queue(addr, backends, proxy):
     assert st["active"] == 2 and st["accepted"] == 3
     b.close()
     c.close()
+
+
+def test_start_failures_are_one_line_and_leave_nothing(addr, tmp_path, fastpath):
+    from fastpath.proxy.master import run_root
+    blocker = socket.socket()
+    blocker.bind((addr, 9000))
+    blocker.listen(1)
+    c = tmp_path / "p.cfg"
+    c.write_text(cfg((addr, 9000), [(addr, 9001)]))
+    r = fastpath("proxy", "run", "-c", str(c), check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"fastpath: listen on {addr}:9000: Address already in use [EADDRINUSE]"
+    assert not list(run_root().glob("fp-*")) if run_root().exists() else True
+    blocker.close()
+
+
+def test_a_second_proxy_of_the_same_name_is_refused(addr, backends, proxy, fastpath, tmp_path):
+    be = backends(addr, 9001)
+    p = proxy(cfg((addr, 9000), [be.addr]))
+    c = tmp_path / "other.cfg"
+    c.write_text(cfg((addr, 9002), [be.addr]))
+    r = fastpath("proxy", "run", "-c", str(c), "--name", p.name, check=False)
+    assert r.returncode == 2 and "already running" in r.stderr
+    assert p.status()["proxies"][0]["pid"] == p.proc.pid   # its files are untouched

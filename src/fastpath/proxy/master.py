@@ -173,6 +173,7 @@ class Master:
         self.flags: set[str] = set()
         self.respawn_after: dict[int, float] = {}
         self.table = None
+        self.claimed = False   # the run dir is ours (no other live master of this name)
 
     def _claim_dir(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -187,6 +188,7 @@ class Master:
                                     hint="fastpath proxy stop, or use --name")
         for f in self.dir.glob("worker-*.json"):
             f.unlink(missing_ok=True)
+        self.claimed = True
 
     def publish(self) -> None:
         write_json(self.dir / "master.json", {
@@ -304,7 +306,14 @@ class Master:
     def run(self) -> int:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, self._on_signal)
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            # e.g. an address in use: nothing was forked; leave no half-made run dir
+            self.listeners.close()
+            if self.claimed and not self.workers:
+                self._forget()
+            raise
         try:
             while True:
                 if "stop" in self.flags:
@@ -354,6 +363,12 @@ class Master:
             except ChildProcessError:
                 break
             self.workers.pop(pid, None)
+        self._forget()
+        log.info("proxy %s stopped", self.name)
+        return 0
+
+    def _forget(self) -> None:
+        """Close the table, remove the run directory's files and the directory."""
         if self.table is not None:
             self.table.close()
             self.table = None
@@ -363,8 +378,6 @@ class Master:
             self.dir.rmdir()
         except OSError:
             pass
-        log.info("proxy %s stopped", self.name)
-        return 0
 
     def _on_signal(self, signum, _frame) -> None:
         self.flags.add({signal.SIGHUP: "hup", signal.SIGCHLD: "chld"}.get(signum, "stop"))
