@@ -27,7 +27,7 @@ class Backend:
 
     def __init__(self, host: str, port: int, handler=None, backlog: int = 128) -> None:
         self.addr = (host, port)
-        self.sock = socket.socket()
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(self.addr)
         self.sock.listen(backlog)

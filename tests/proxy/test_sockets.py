@@ -455,3 +455,22 @@ def test_a_second_proxy_of_the_same_name_is_refused(addr, backends, proxy, fastp
     r = fastpath("proxy", "run", "-c", str(c), "--name", p.name, check=False)
     assert r.returncode == 2 and "already running" in r.stderr
     assert p.status()["proxies"][0]["pid"] == p.proc.pid   # its files are untouched
+
+
+def test_ipv6(proxy):
+    import random
+
+    from tests.proxy.conftest import Backend
+    if not socket.has_ipv6 or not os.path.exists("/proc/net/if_inet6"):
+        pytest.skip("no IPv6 on this machine")
+    port = random.randrange(20000, 30000)
+    be = Backend("::1", port + 1)
+    try:
+        proxy(f"service s\n    listen [::1]:{port}\n    backend [::1]:{port + 1}\n")
+        s = socket.create_connection(("::1", port), timeout=5)
+        s.sendall(b"v6" * 50_000)
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s) == b"v6" * 50_000
+        s.close()
+    finally:
+        be.close()
