@@ -90,3 +90,13 @@ def test_worker_count_defaults_to_cpus():
     import os
     cfg = config.parse("service a\n  listen 1.2.3.4:1\n  backend 1.1.1.1:1\n")
     assert cfg.worker_count() == len(os.sched_getaffinity(0))
+
+
+def test_the_documented_example_parses():
+    doc = config.__doc__
+    start = doc.index("    global\n")
+    end = doc.index("\nThe schema")
+    example = "\n".join(line[4:] for line in doc[start:end].splitlines())
+    cfg = config.parse(example, "doc")
+    assert cfg.workers == 2 and cfg.pipe_size == 256 * 1024 and cfg.accel_check
+    assert cfg.services[0].check == config.HealthCheck(1.0, 0.5, 2, 1)

@@ -23,7 +23,7 @@ their directives are indented, `#` starts a comment.
         backend 10.0.0.3:80
         connect-timeout 2s
         idle-timeout 60s
-        maxconn 10000
+        maxconn 10000            # for the whole proxy: each worker takes its share
         check interval 1s timeout 500ms fall 2 rise 1
 
 The schema is the table `_GLOBAL` / `_SERVICE` below: one entry per directive with its

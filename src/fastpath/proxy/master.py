@@ -10,12 +10,17 @@ Decisions:
 - A reload first parses and validates the whole file and binds any new address; if
   either fails, the running generation stays as it is and the reason is logged and
   written to the status (`fastpath proxy reload` prints it).
-- Workers are forked (no exec): they start in a few ms with the config already parsed.
+- The service table (each service's backends) is published by the master in an RCU
+  SharedTable (fastpath.rcu, a memfd the workers inherit); workers read it between
+  events. A reload that changes backends only is published there and applied in place:
+  no new workers, connections, health state and least-connection counts stay.
+- Workers are forked (no exec): they start in a few ms with the config already parsed,
+  and get SIGTERM when the master dies (PR_SET_PDEATHSIG).
 - A worker of the current generation that dies is restarted (at most once a second).
 
 Files, in the run directory `$FASTPATH_STATE_DIR/proxy/fp-[<tag>-]proxy-<name>/`:
 `master.json` (pid, config, generation, workers, last reload), `worker-<pid>.json`
-(each worker's counters, refreshed twice a second).
+(each worker's counters, refreshed twice a second and on SIGUSR1 from `status`).
 """
 
 from __future__ import annotations
