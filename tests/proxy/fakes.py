@@ -129,7 +129,7 @@ class FakeOps:
         s.tx += bytes(data[:k])
         return k
 
-    def shutdown_wr(self, fd: int) -> None:
+    def shutdown_wr(self, fd: int, sock=None) -> None:
         self._n("shutdown")
         self.fds[fd].shut_wr = True
 

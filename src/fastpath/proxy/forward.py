@@ -55,11 +55,13 @@ class Direction:
 
     __slots__ = ("src", "dst", "ops", "pipes", "mode", "splice_min", "splicing", "pipe",
                  "buf", "start", "end", "eof", "shut", "bytes", "spliced", "copied",
-                 "fallback", "ever_spliced_in", "name", "shared_buf", "strikes", "detect")
+                 "fallback", "ever_spliced_in", "name", "shared_buf", "strikes", "detect",
+                 "dst_sock")
 
     def __init__(self, src: int, dst: int, ops, pipes, mode: str = "auto",
                  splice_min: int = 4096, name: str = "",
-                 shared_buf: bytearray | None = None, detect: bool = True) -> None:
+                 shared_buf: bytearray | None = None, detect: bool = True,
+                 dst_sock=None) -> None:
         self.src, self.dst, self.ops, self.pipes = src, dst, ops, pipes
         self.mode = mode
         self.splice_min = splice_min
@@ -77,6 +79,7 @@ class Direction:
         self.ever_spliced_in = False
         self.strikes = 0
         self.detect = detect    # look for redirected bytes splice cannot see (accel)
+        self.dst_sock = dst_sock  # the socket object of dst, if the caller has one
         self.name = name
 
     @property
@@ -140,7 +143,7 @@ class Direction:
                 if not self.shut:
                     self.shut = True
                     try:
-                        ops.shutdown_wr(self.dst)
+                        ops.shutdown_wr(self.dst, self.dst_sock)
                     except OSError as e:
                         if e.errno not in _RESET:
                             raise

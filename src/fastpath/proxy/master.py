@@ -78,6 +78,7 @@ def make_listener(addr: tuple[str, int]) -> socket.socket:
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted ones
         s.bind(addr)
         s.listen(LISTEN_BACKLOG)
     except OSError as e:

@@ -43,8 +43,10 @@ class SocketOps:
     def send(self, fd: int, data) -> int:
         return os.write(fd, data)
 
-    def shutdown_wr(self, fd: int) -> None:
-        # socket.shutdown needs a socket object; the fd's owner keeps the real one open.
+    def shutdown_wr(self, fd: int, sock: socket.socket | None = None) -> None:
+        if sock is not None:  # the owner's object: no wrapper to build per call
+            sock.shutdown(socket.SHUT_WR)
+            return
         s = socket.socket(fileno=fd)
         try:
             s.shutdown(socket.SHUT_WR)

@@ -237,12 +237,9 @@ class Worker:
             if e.errno in _ACCEPT_PAUSE_ERRNOS:
                 self._pause_accepting(now, e.strerror)
             return
-        for sk in (bs, conn.client):
-            try:
-                # forwarded segments leave as they come; Nagle would hold the small ones
-                sk.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass  # the client may already be gone; the first read will say so
+        # forwarded segments leave as they come; Nagle would hold the small ones (client
+        # sockets inherit TCP_NODELAY from the listener: tcp_create_openreq_child copies it)
+        bs.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = bs.connect_ex(be.addr)
         conn.backend = bs
         conn.be = be
@@ -287,9 +284,9 @@ class Worker:
                 bmode = "copy"
                 self.counters["accel_sockets"] += 1
         conn.c2b = Direction(cfd, bfd, self.ops, self.pipes, cmode, smin, "c2b", self.shared_buf,
-                             detect)
+                             detect, conn.backend)
         conn.b2c = Direction(bfd, cfd, self.ops, self.pipes, bmode, smin, "b2c", self.shared_buf,
-                             detect)
+                             detect, conn.client)
         conn.last = now
         # edges seen while connecting were not acted on: pump both once
         self._pump(conn, True, True)
