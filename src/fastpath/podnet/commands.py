@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--underlay", default=None, help="underlay CIDR (default 10.255.0.0/24)")
     p.add_argument("--pod-supernet", default=None, help="pod CIDRs come from here, a /24 per node "
                    "(default 10.244.0.0/16)")
+    p.add_argument("--proxy", action="store_true",
+                   help="also a node proxy per node on a service VIP (fastpath proxy demo)")
     p.add_argument("--accel", action="store_true",
                    help="also enable socket redirect (fastpath accel) for the pods' TCP; "
                         "`fastpath exec` then runs commands in the accel cgroup")
@@ -146,16 +148,22 @@ def cmd_up(args) -> int:
             console(stderr=True).print(f"fastpath: {msg}")
         return 0
     routes = routing.get(c.routing).status(c)
+    data = {"created": True, **_cluster_data(c, routes), **({"accel": accel} if accel else {})}
+    if getattr(args, "proxy", False):
+        from fastpath.proxy import demo
+        data["proxy"] = demo.up()
 
     def render(d):
-        t = _tables(c, routes)
-        if accel is None:
-            return t
         from rich.console import Group
-        return Group(t, f"accel: sockops on {accel['cgroup']}, local {', '.join(accel['local'])}")
-    emit(args, {"created": True, **_cluster_data(c, routes),
-                **({"accel": accel} if accel else {})}, render)
-    return 0
+        parts = [_tables(c, routes)]
+        if accel is not None:
+            parts.append(f"accel: sockops on {accel['cgroup']}, local {', '.join(accel['local'])}")
+        if "proxy" in d:
+            from fastpath.proxy.commands import render_demo
+            parts.append(render_demo(d["proxy"]))
+        return Group(*parts)
+    emit(args, data, render)
+    return 0 if data.get("proxy", {}).get("ok", True) else 1
 
 
 def cmd_down(args) -> int:

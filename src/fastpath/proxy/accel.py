@@ -1,0 +1,86 @@
+"""Which of the proxy's sockets may receive bytes by sk_msg redirect (fastpath accel),
+so that their reading direction copies instead of splicing.
+
+Kernel facts: a socket joins a SOCKHASH from the sockops program of the cgroup its
+process is in (effective programs: attached to that cgroup or inherited from an
+ancestor), and an sk_msg redirect needs the target socket in the map. So if no sockops
+program is effective for this process's cgroup, none of its sockets can be a redirect
+target, and the exact per-socket check (`fastpath.sockredir.query.is_accelerated`, a
+few syscalls plus a map lookup) is skipped. The cgroup is asked again every
+RECHECK_S seconds: accel can be enabled while the proxy runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+
+RECHECK_S = 1.0
+BPF_F_QUERY_EFFECTIVE = 1
+
+
+def _own_cgroup() -> str | None:
+    root = None
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "cgroup2":
+                root = parts[1]
+                break
+    if root is None:
+        return None
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return os.path.join(root, line.strip()[3:].lstrip("/"))
+    return None
+
+
+class AccelProbe:
+    def __init__(self) -> None:
+        try:
+            from fastpath.sockredir import libbpf
+            from fastpath.sockredir.query import is_accelerated
+        except ImportError:
+            self._query = None
+            self.available = False
+            return
+        self.available = True   # False: no way to know, so detect at run time everywhere
+        self._query = is_accelerated
+        self._libbpf = libbpf
+        self._possible = False
+        self._checked = 0.0
+
+    def _sockops_effective(self) -> bool:
+        path = _own_cgroup()
+        if path is None:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return False
+        try:
+            B = self._libbpf
+            ids = (ctypes.c_uint32 * 64)()
+            cnt = ctypes.c_uint32(64)
+            flags = ctypes.c_uint32(0)
+            rc = B.lib().bpf_prog_query(fd, B.BPF_CGROUP_SOCK_OPS, BPF_F_QUERY_EFFECTIVE,
+                                        ctypes.byref(flags), ids, ctypes.byref(cnt))
+            return rc == 0 and cnt.value > 0
+        except Exception:  # no libbpf: cannot know, so assume possible
+            return True
+        finally:
+            os.close(fd)
+
+    def possible(self, now: float | None = None) -> bool:
+        if self._query is None:
+            return False
+        now = time.monotonic() if now is None else now
+        if now - self._checked >= RECHECK_S:
+            self._checked = now
+            self._possible = self._sockops_effective()
+        return self._possible
+
+    def is_accelerated(self, sock) -> bool:
+        return self._query is not None and self._query(sock)

@@ -1,0 +1,399 @@
+"""The proxy's master process: owns the config and the listening sockets, forks one
+worker per slot, reloads on SIGHUP, drains on SIGTERM.
+
+Decisions:
+- Listening sockets belong to the master, one SO_REUSEPORT socket per (service, slot),
+  so the kernel spreads connections over the workers (socket(7), SO_REUSEPORT). A reload
+  hands the *same* sockets to the new workers, then tells the old ones to drain: no
+  listening socket closes while its address is still served, so nothing in an accept
+  queue is reset and no established connection is dropped.
+- A reload first parses and validates the whole file and binds any new address; if
+  either fails, the running generation stays as it is and the reason is logged and
+  written to the status (`fastpath proxy reload` prints it).
+- The service table (each service's backends) is published by the master in an RCU
+  SharedTable (fastpath.rcu, a memfd the workers inherit); workers read it between
+  events. A reload that changes backends only is published there and applied in place:
+  no new workers, connections, health state and least-connection counts stay.
+- Workers are forked (no exec): they start in a few ms with the config already parsed,
+  and get SIGTERM when the master dies (PR_SET_PDEATHSIG).
+- A worker of the current generation that dies is restarted (at most once a second).
+
+Files, in the run directory `$FASTPATH_STATE_DIR/proxy/fp-[<tag>-]proxy-<name>/`:
+`master.json` (pid, config, generation, workers, last reload), `worker-<pid>.json`
+(each worker's counters, refreshed twice a second and on SIGUSR1 from `status`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from fastpath import naming, state
+from fastpath.errors import AlreadyExists, FastpathError, KernelError, NotFound
+from fastpath.proxy import config as configmod
+from fastpath.proxy.config import ProxyConfig
+
+log = logging.getLogger("fastpath.proxy")
+LISTEN_BACKLOG = 4096
+
+
+def run_root() -> Path:
+    return state.state_dir() / "proxy"
+
+
+def run_dir(name: str) -> Path:
+    return run_root() / naming.name("proxy", name)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is not alive for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def make_listener(addr: tuple[str, int]) -> socket.socket:
+    fam = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted ones
+        s.bind(addr)
+        s.listen(LISTEN_BACKLOG)
+    except OSError as e:
+        s.close()
+        raise KernelError.from_oserror(f"listen on {addr[0]}:{addr[1]}", e) from None
+    return s
+
+
+TABLE_CAPACITY = 256 << 10   # bytes per table version: thousands of backends as JSON
+
+
+def _backends_only(old: ProxyConfig, new: ProxyConfig) -> bool:
+    """Whether `new` differs from `old` in services' backend lists alone."""
+    def strip(c: ProxyConfig) -> ProxyConfig:
+        return replace(c, services=tuple(replace(s, backends=()) for s in c.services))
+    return strip(old) == strip(new)
+
+
+def enter_netns(name: str) -> None:
+    """Move this process into the named network namespace before any socket exists
+    (setns(2) with CLONE_NEWNET on /run/netns/NAME, as `ip netns exec` does)."""
+    import ctypes
+    path = f"/run/netns/{name}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound(f"network namespace {name!r} does not exist ({path})") from None
+    except OSError as e:
+        raise KernelError.from_oserror(f"open {path}", e) from None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            err = ctypes.get_errno()
+            raise KernelError(os.strerror(err), op=f"enter network namespace {name}", errno=err)
+    finally:
+        os.close(fd)
+
+
+def _die_with_parent(master: int) -> None:
+    """A worker gets SIGTERM (and drains) when its master dies, even by SIGKILL
+    (prctl(2) PR_SET_PDEATHSIG), so no orphan keeps serving an old config."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != master:  # the master died before prctl: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class ListenerSet:
+    """(address, slot) -> listening socket, kept across generations."""
+
+    def __init__(self) -> None:
+        self.socks: dict[tuple[tuple[str, int], int], socket.socket] = {}
+
+    def prepare(self, cfg: ProxyConfig) -> list[dict[str, socket.socket]]:
+        """Per slot, service name -> socket; binds what is new, all or nothing."""
+        made: list[tuple] = []
+        out: list[dict[str, socket.socket]] = []
+        try:
+            for slot in range(cfg.worker_count()):
+                per: dict[str, socket.socket] = {}
+                for svc in cfg.services:
+                    key = (svc.listen, slot)
+                    if key not in self.socks:
+                        self.socks[key] = make_listener(svc.listen)
+                        made.append(key)
+                    per[svc.name] = self.socks[key]
+                out.append(per)
+        except FastpathError:
+            for key in made:
+                self.socks.pop(key).close()
+            raise
+        return out
+
+    def retire_unused(self, cfg: ProxyConfig) -> None:
+        keep = {(svc.listen, slot) for slot in range(cfg.worker_count()) for svc in cfg.services}
+        for key in [k for k in self.socks if k not in keep]:
+            self.socks.pop(key).close()
+
+    def close(self) -> None:
+        for s in self.socks.values():
+            s.close()
+        self.socks.clear()
+
+
+class Master:
+    def __init__(self, cfg: ProxyConfig, path: str, name: str,
+                 overrides: dict | None = None) -> None:
+        self.overrides = overrides or {}   # command-line settings win over the file's
+        self.cfg = replace(cfg, **self.overrides)
+        self.path = path
+        self.name = name
+        self.dir = run_dir(name)
+        self.listeners = ListenerSet()
+        self.generation = 0
+        self.workers: dict[int, tuple[int, int]] = {}   # pid -> (generation, slot)
+        self.last_reload: dict = {}
+        self.flags: set[str] = set()
+        self.respawn_after: dict[int, float] = {}
+        self.table = None
+        self.claimed = False   # the run dir is ours (no other live master of this name)
+
+    def _claim_dir(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        mj = self.dir / "master.json"
+        if mj.exists():
+            try:
+                old = json.loads(mj.read_text())
+            except ValueError:
+                old = {}
+            if old.get("pid") and old["pid"] != os.getpid() and pid_alive(old["pid"]):
+                raise AlreadyExists(f"proxy {self.name!r} is already running (pid {old['pid']})",
+                                    hint="fastpath proxy stop, or use --name")
+        for f in self.dir.glob("worker-*.json"):
+            f.unlink(missing_ok=True)
+        self.claimed = True
+
+    def publish(self) -> None:
+        write_json(self.dir / "master.json", {
+            "name": self.name, "pid": os.getpid(), "config": self.path,
+            "generation": self.generation, "instance": naming.instance(),
+            "workers": [{"pid": p, "generation": g, "slot": s}
+                        for p, (g, s) in sorted(self.workers.items())],
+            "last_reload": self.last_reload, "running_config": configmod.to_dict(self.cfg),
+        })
+
+    def _spawn(self, slot: int, per_slot: dict[str, socket.socket]) -> int:
+        master = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                _die_with_parent(master)
+                from fastpath.proxy.worker import Worker
+                # the other slots' listeners are the master's business
+                mine = {s.fileno() for s in per_slot.values()}
+                for s in self.listeners.socks.values():
+                    if s.fileno() not in mine:
+                        s.close()
+                w = Worker(self.cfg, per_slot, slot, self.generation,
+                           str(self.dir / f"worker-{os.getpid()}.json"),
+                           table_fd=self.table.fd if self.table is not None else None)
+                code = w.run()
+            except BaseException:  # noqa: BLE001 - a worker must never return into the master's code
+                log.exception("worker slot %d failed", slot)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.workers[pid] = (self.generation, slot)
+        return pid
+
+    def _start_generation(self, per_slot: list[dict[str, socket.socket]]) -> None:
+        self.generation += 1
+        for slot, socks in enumerate(per_slot):
+            self._spawn(slot, socks)
+
+    def _publish_table(self) -> None:
+        from fastpath.proxy.worker import TABLE_KEY
+        table = {s.name: [list(b) for b in s.backends] for s in self.cfg.services}
+        self.table.publish({TABLE_KEY: json.dumps(table).encode()})
+
+    def start(self) -> None:
+        self._claim_dir()
+        from fastpath.rcu.table import SharedTable
+        # one writer (here), one reader slot per worker of up to 4 generations at once
+        self.table = SharedTable.create(TABLE_CAPACITY, readers=max(16, 4 * self.cfg.worker_count()),
+                                        versions=4, name="proxy", register=False)
+        self._publish_table()
+        per_slot = self.listeners.prepare(self.cfg)
+        self._start_generation(per_slot)
+        self.last_reload = {"time": time.time(), "ok": True, "generation": self.generation}
+        self.publish()
+        log.info("proxy %s: %d services, %d workers, mode %s", self.name, len(self.cfg.services),
+                 self.cfg.worker_count(), self.cfg.mode)
+
+    def reload(self) -> None:
+        try:
+            cfg = replace(configmod.load(self.path), **self.overrides)
+            old_cfg, self.cfg = self.cfg, cfg
+            try:
+                per_slot = self.listeners.prepare(cfg)
+            except FastpathError:
+                self.cfg = old_cfg
+                raise
+        except FastpathError as e:
+            log.error("reload refused, running config kept: %s", e)
+            self.last_reload = {"time": time.time(), "ok": False, "error": str(e),
+                                "generation": self.generation}
+            self.publish()
+            return
+        if _backends_only(old_cfg, cfg) and self.table is not None:
+            # same listeners, workers and settings: the workers take the new backends
+            # from the table (RCU), connections and per-worker state stay where they are
+            self._publish_table()
+            self.last_reload = {"time": time.time(), "ok": True, "generation": self.generation,
+                                "in_place": True}
+            log.info("reloaded %s in place: backends published to the workers", self.path)
+            self.publish()
+            return
+        if self.table is not None:
+            self._publish_table()
+        old = [pid for pid, (g, _) in self.workers.items() if g == self.generation]
+        self._start_generation(per_slot)
+        for pid in old:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self.listeners.retire_unused(cfg)
+        self.last_reload = {"time": time.time(), "ok": True, "generation": self.generation}
+        log.info("reloaded %s: generation %d, %d services", self.path, self.generation,
+                 len(cfg.services))
+        self.publish()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            gen, slot = self.workers.pop(pid, (None, None))
+            (self.dir / f"worker-{pid}.json").unlink(missing_ok=True)
+            if gen == self.generation and "stop" not in self.flags:
+                log.error("worker %d (slot %d) exited with status %d; restarting", pid, slot,
+                          os.waitstatus_to_exitcode(status))
+                self.respawn_after[slot] = time.monotonic() + 1.0
+            self.publish()
+
+    def run(self) -> int:
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, self._on_signal)
+        try:
+            self.start()
+        except BaseException:
+            # e.g. an address in use: nothing was forked; leave no half-made run dir
+            self.listeners.close()
+            if self.claimed and not self.workers:
+                self._forget()
+            raise
+        try:
+            while True:
+                if "stop" in self.flags:
+                    break
+                if "hup" in self.flags:
+                    self.flags.discard("hup")
+                    self.reload()
+                if "chld" in self.flags:
+                    self.flags.discard("chld")
+                    self._reap()
+                now = time.monotonic()
+                for slot, when in list(self.respawn_after.items()):
+                    if now >= when:
+                        del self.respawn_after[slot]
+                        if not any(g == self.generation and s == slot
+                                   for g, s in self.workers.values()):
+                            per_slot = self.listeners.prepare(self.cfg)
+                            self._spawn(slot, per_slot[slot])
+                            self.publish()
+                if not self.flags:
+                    time.sleep(0.2)  # signals interrupt the sleep; their handler sets a flag
+            return self.shutdown()
+        finally:
+            self.listeners.close()
+
+    def shutdown(self) -> int:
+        """SIGTERM to every worker; they drain; wait drain-timeout + 2 s, then SIGKILL."""
+        for pid in list(self.workers):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self.listeners.close()
+        deadline = time.monotonic() + self.cfg.drain_timeout + 2
+        while self.workers and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.05)
+        for pid in list(self.workers):
+            log.error("worker %d did not drain in time; killing it", pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while self.workers:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.workers.pop(pid, None)
+        self._forget()
+        log.info("proxy %s stopped", self.name)
+        return 0
+
+    def _forget(self) -> None:
+        """Close the table, remove the run directory's files and the directory."""
+        if self.table is not None:
+            self.table.close()
+            self.table = None
+        for f in self.dir.glob("*.json"):
+            f.unlink(missing_ok=True)
+        try:
+            self.dir.rmdir()
+        except OSError:
+            pass
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.flags.add({signal.SIGHUP: "hup", signal.SIGCHLD: "chld"}.get(signum, "stop"))
+
+
+def run(path: str, name: str, workers: int | None = None, mode: str | None = None) -> int:
+    cfg = configmod.load(path)
+    overrides: dict = {}
+    if workers is not None:
+        overrides["workers"] = workers
+    if mode is not None:
+        overrides["mode"] = mode
+    return Master(cfg, path, name, overrides).run()

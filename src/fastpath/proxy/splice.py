@@ -1,0 +1,72 @@
+"""The syscall edge of forwarding: splice(2), recv/send, shutdown, FIONREAD, on raw fds.
+
+Kernel facts the forwarder relies on (splice(2), tcp(7), and net/ipv4/tcp.c):
+- splice(sock -> pipe, SPLICE_F_NONBLOCK) returns EAGAIN both when the socket has
+  nothing to read and when the pipe is full; only the caller knows the pipe's fill
+  level, so only it can tell which (`forward.Direction` keeps the pipe empty before a
+  read, so EAGAIN there means "socket empty").
+- splice returns 0 at EOF (the peer's FIN), like read.
+- EINVAL before any byte moved means this fd pair cannot splice (not a socket/pipe
+  pair the kernel supports): fall back to copying, as Go's internal/poll does.
+- tcp_splice_read reads sk_receive_queue only. A socket in a SOCKHASH whose peer
+  sends through an sk_msg redirect receives into the psock's ingress_msg list instead:
+  epoll reports it readable, recvmsg (tcp_bpf_recvmsg) returns the bytes, splice
+  finds nothing and says EAGAIN. `pending` lets the forwarder see this.
+- SIGPIPE is ignored by the Python runtime, so a write to a reset peer is EPIPE.
+
+Tests replace `SocketOps` with an in-memory fake (tests/proxy/fakes.py).
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import os
+import socket
+import termios
+
+SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+_FIONREAD = termios.FIONREAD
+
+
+class SocketOps:
+    """The real syscalls, on fds. Every method may raise OSError; the forwarder sorts them."""
+
+    splice_flags = SPLICE_FLAGS
+
+    def splice(self, fd_in: int, fd_out: int, n: int) -> int:
+        return os.splice(fd_in, fd_out, n, flags=SPLICE_FLAGS)
+
+    def recv_into(self, fd: int, buf) -> int:
+        return os.readv(fd, (buf,))
+
+    def send(self, fd: int, data) -> int:
+        return os.write(fd, data)
+
+    def shutdown_wr(self, fd: int, sock: socket.socket | None = None) -> None:
+        if sock is not None:  # the owner's object: no wrapper to build per call
+            sock.shutdown(socket.SHUT_WR)
+            return
+        s = socket.socket(fileno=fd)
+        try:
+            s.shutdown(socket.SHUT_WR)
+        finally:
+            s.detach()
+
+    def pending(self, fd: int, peek: bool = False) -> int:
+        """Bytes readable on a socket: FIONREAD, else (peek) a 1-byte MSG_PEEK, which
+        tcp_bpf_recvmsg serves from the sk_msg ingress list that splice cannot see."""
+        buf = array.array("i", [0])
+        try:
+            fcntl.ioctl(fd, _FIONREAD, buf, True)
+        except OSError:
+            return 0
+        if buf[0] or not peek:
+            return buf[0]
+        s = socket.socket(fileno=fd)
+        try:
+            return len(s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:
+            return 0
+        finally:
+            s.detach()

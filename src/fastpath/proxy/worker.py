@@ -1,0 +1,578 @@
+"""One proxy worker: an epoll loop over non-blocking sockets, forwarding each accepted
+connection to a backend with two `forward.Direction`s.
+
+Kernel facts and decisions:
+- Listeners are the master's SO_REUSEPORT sockets for this worker's slot, inherited
+  through fork; the kernel spreads new connections over the slots. Because the master
+  keeps them open across reloads, a reload never closes a listening socket, so no
+  connection waiting in an accept queue is reset. An fd shared with another process
+  stays in an epoll set after this process closes its copy (epoll(7), "Questions and
+  answers" 6), so listeners are unregistered explicitly before they are closed.
+- Connection sockets are registered once, edge-triggered, for IN|OUT|RDHUP: a
+  Direction reads until EAGAIN, so no edge is lost, and no epoll_ctl is needed per
+  transfer. A Direction that spends its budget is put on a ready list instead.
+- accept() failing with EMFILE/ENFILE/ENOBUFS/ENOMEM pauses accepting (the listener
+  leaves the epoll set) until a connection closes or 100 ms pass: connections wait in
+  the kernel's queue instead of making the loop spin.
+- A reset is carried as a reset: SO_LINGER {on, 0} then close() sends RST (tcp(7)).
+- SIGTERM: listeners leave the epoll set, established connections run to their end or
+  to `drain-timeout`, then the worker exits.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import json
+import logging
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import time
+from dataclasses import replace
+
+from fastpath.proxy import forward
+from fastpath.proxy.accel import AccelProbe
+from fastpath.proxy.balance import Backend, Balancer
+from fastpath.proxy.config import ProxyConfig, Service
+from fastpath.proxy.forward import Direction
+from fastpath.proxy.pipepool import PipeCache, PipePool
+from fastpath.proxy.splice import SocketOps
+
+log = logging.getLogger("fastpath.proxy")
+
+ET = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+IN_EV = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+OUT_EV = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+_LINGER_RST = struct.pack("ii", 1, 0)
+_ACCEPT_PAUSE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+FD_RESERVE = 16      # fds kept free for a backend socket, pipes, checks, the status file
+TICK = 0.1            # timer resolution: timeouts are checked this often
+PUBLISH_EVERY = 0.5   # status file refresh
+ACCEPT_BATCH = 64
+TABLE_KEY = b"services"   # SharedTable key: JSON {service: [[ip, port], ...]}
+
+
+def reset_close(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0), the way a reset is carried to the other side."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+    except OSError:
+        pass
+    sock.close()
+
+
+def drain_close(sock: socket.socket) -> None:
+    """Close with FIN: read what the peer sent (close() with unread bytes would send
+    RST instead), then shut for writing and close."""
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    sock.close()
+
+
+class Conn:
+    __slots__ = ("id", "svc", "client", "backend", "be", "peer", "c2b", "b2c", "r_c2b",
+                 "r_b2c", "connecting", "deadline", "last", "closed")
+
+    def __init__(self, cid, svc, client, peer) -> None:
+        self.id = cid
+        self.svc = svc
+        self.client = client
+        self.peer = peer
+        self.backend: socket.socket | None = None
+        self.be: Backend | None = None
+        self.c2b: Direction | None = None
+        self.b2c: Direction | None = None
+        self.r_c2b = self.r_b2c = forward.WANT_READ
+        self.connecting = True
+        self.deadline = 0.0
+        self.last = 0.0
+        self.closed = False
+
+
+class ServiceState:
+    def __init__(self, svc: Service, listener: socket.socket, workers: int) -> None:
+        self.svc = svc
+        self.listener = listener
+        self.balancer = Balancer(svc)
+        self.conns = 0
+        self.limit = max(1, -(-svc.maxconn // workers))  # maxconn is split over workers
+        self.paused = False
+        self.accepted = 0
+        self.refused = 0     # connections closed because no backend could take them
+        self.next_check = 0.0
+
+
+class Worker:
+    def __init__(self, cfg: ProxyConfig, listeners: dict[str, socket.socket], slot: int,
+                 generation: int, status_path: str | None = None, ops: SocketOps | None = None,
+                 table_fd: int | None = None) -> None:
+        self.cfg = cfg
+        self.slot = slot
+        self.generation = generation
+        self.status_path = status_path
+        self.ops = ops or SocketOps()
+        self.ep = select.epoll()
+        self.pool = PipePool(size=cfg.pipe_size, cap=cfg.pipe_cap, idle=cfg.pipe_idle)
+        self.pipes = PipeCache(self.pool)
+        self.shared_buf = bytearray(forward.COPY_BUFSIZE)
+        self.services: dict[int, ServiceState] = {}
+        nworkers = cfg.worker_count()
+        for svc in cfg.services:
+            ls = listeners[svc.name]
+            self.services[ls.fileno()] = ServiceState(svc, ls, nworkers)
+        self.conns: dict[int, tuple[Conn, bool]] = {}   # fd -> (conn, is_client)
+        self.checks: dict[int, tuple[ServiceState, Backend, socket.socket, float]] = {}
+        self.ready: collections.deque = collections.deque()
+        self.live: dict[int, Conn] = {}
+        self._cid = 0
+        self.accept_paused_until = 0.0
+        self.fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.draining = False
+        self.drain_deadline = 0.0
+        self.stop = False
+        self.publish_now = False
+        self.counters = collections.Counter()
+        self.accel = AccelProbe() if cfg.accel_check else None
+        # the service table the master publishes (fastpath.rcu SharedTable): backends
+        # change in place on reload, read here without a lock or a syscall
+        self.table = None
+        self._table_raw: bytes | None = None
+        if table_fd is not None:
+            from fastpath.rcu.table import SharedTable
+            self.table = SharedTable.attach(table_fd)
+        self.by_name = {st.svc.name: st for st in self.services.values()}
+        self.started = time.time()
+
+    # --- listeners
+
+    def _listen_on(self) -> None:
+        for fd, st in self.services.items():
+            self.ep.register(fd, select.EPOLLIN)
+
+    def _pause(self, st: ServiceState) -> None:
+        if not st.paused:
+            st.paused = True
+            self.ep.modify(st.listener.fileno(), 0)
+
+    def _resume(self, st: ServiceState) -> None:
+        if st.paused and not self.draining and st.conns < st.limit:
+            st.paused = False
+            self.ep.modify(st.listener.fileno(), select.EPOLLIN)
+
+    def _accept(self, st: ServiceState, now: float) -> None:
+        ls = st.listener
+        for _ in range(ACCEPT_BATCH):
+            if st.conns >= st.limit:
+                self._pause(st)  # maxconn: new ones wait in the kernel's accept queue
+                return
+            try:
+                fd, peer = ls._accept()
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno in _ACCEPT_PAUSE_ERRNOS:
+                    self._pause_accepting(now, os.strerror(e.errno))
+                    return
+                if e.errno in (errno.ECONNABORTED, errno.EPERM, errno.EPROTO):
+                    continue
+                raise
+            client = socket.socket(ls.family, socket.SOCK_STREAM, 0, fileno=fd)
+            client.setblocking(False)
+            st.accepted += 1
+            self._cid += 1
+            conn = Conn(self._cid, st, client, peer)
+            conn.last = now
+            try:
+                self._connect(conn, now)
+            except OSError as e:
+                self._broken(conn, e)
+            if fd >= self.fd_limit - FD_RESERVE:
+                # fds are allocated lowest first, so fd ~ fds open: this one was served
+                # from the reserve; the next ones wait in the kernel's queue
+                self._pause_accepting(now, f"{fd + 1} of {self.fd_limit} fds in use")
+                return
+
+    def _pause_accepting(self, now: float, why: str) -> None:
+        if not self.accept_paused_until:
+            log.warning("accepting paused: %s", why)
+            self.counters["accept_paused"] += 1
+        self.accept_paused_until = now + 0.1
+        for s in self.services.values():
+            self._pause(s)
+
+    def _fds_in_use(self) -> int:
+        try:
+            return len(os.listdir("/proc/self/fd")) - 1  # minus listdir's own
+        except OSError:
+            return self.fd_limit  # EMFILE: as full as it gets
+
+    # --- backends
+
+    def _connect(self, conn: Conn, now: float) -> None:
+        st = conn.svc
+        be = st.balancer.pick()
+        if be is None:
+            st.refused += 1
+            log.warning("%s: no backend up; closing client %s", st.svc.name, conn.peer[0])
+            drain_close(conn.client)
+            return
+        try:
+            bs = socket.socket(socket.AF_INET6 if ":" in be.addr[0] else socket.AF_INET,
+                               socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        except OSError as e:
+            log.warning("%s: backend socket: %s; closing client", st.svc.name, e.strerror)
+            st.refused += 1
+            conn.client.close()
+            if e.errno in _ACCEPT_PAUSE_ERRNOS:
+                self._pause_accepting(now, e.strerror)
+            return
+        # forwarded segments leave as they come; Nagle would hold the small ones (client
+        # sockets inherit TCP_NODELAY from the listener: tcp_create_openreq_child copies it)
+        bs.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = bs.connect_ex(be.addr)
+        conn.backend = bs
+        conn.be = be
+        be.active += 1
+        be.total += 1
+        st.conns += 1
+        conn.deadline = now + st.svc.connect_timeout
+        self.live[conn.id] = conn
+        cfd, bfd = conn.client.fileno(), bs.fileno()
+        self.conns[cfd] = (conn, True)
+        self.conns[bfd] = (conn, False)
+        self.ep.register(cfd, ET)
+        self.ep.register(bfd, ET)
+        if err not in (0, errno.EINPROGRESS):
+            self._connect_failed(conn, err)
+        elif err == 0:
+            self._connected(conn, now)
+
+    def _connect_failed(self, conn: Conn, err: int) -> None:
+        be = conn.be
+        be.errors += 1
+        self.counters["backend_errors"] += 1
+        log.warning("%s: backend %s: connect: %s; closing client %s:%s", conn.svc.svc.name,
+                    be.label, os.strerror(err), conn.peer[0], conn.peer[1])
+        self._close(conn, clean=True)
+
+    def _connected(self, conn: Conn, now: float) -> None:
+        conn.connecting = False
+        mode, smin = self.cfg.mode, self.cfg.splice_min
+        cfd, bfd = conn.client.fileno(), conn.backend.fileno()
+        cmode = bmode = mode
+        # Redirect detection costs an ioctl per wait; skip it when the cgroup check says
+        # no sockops program can put our sockets in a sockhash.
+        detect = self.accel is None or self.accel.possible(now) or not self.accel.available
+        if self.accel is not None and mode != "copy" and self.accel.possible(now):
+            # bytes sent to a socket in the sockhash may arrive by sk_msg redirect, which
+            # splice cannot read: that socket's reading direction copies from the start
+            if self.accel.is_accelerated(conn.client):
+                cmode = "copy"
+                self.counters["accel_sockets"] += 1
+            if self.accel.is_accelerated(conn.backend):
+                bmode = "copy"
+                self.counters["accel_sockets"] += 1
+        conn.c2b = Direction(cfd, bfd, self.ops, self.pipes, cmode, smin, "c2b", self.shared_buf,
+                             detect, conn.backend)
+        conn.b2c = Direction(bfd, cfd, self.ops, self.pipes, bmode, smin, "b2c", self.shared_buf,
+                             detect, conn.client)
+        conn.last = now
+        # edges seen while connecting were not acted on: pump both once
+        self._pump(conn, True, True)
+
+    # --- forwarding
+
+    def _pump(self, conn: Conn, c2b: bool, b2c: bool) -> None:
+        if c2b and not conn.c2b.shut:
+            conn.r_c2b = r = conn.c2b.pump()
+            if r == forward.YIELD:
+                self.ready.append(conn)
+        if b2c and not conn.b2c.shut:
+            conn.r_b2c = r = conn.b2c.pump()
+            if r == forward.YIELD:
+                self.ready.append(conn)
+        r1, r2 = conn.r_c2b, conn.r_b2c
+        if r1 >= forward.SRC_RESET or r2 >= forward.SRC_RESET:
+            self._reset(conn, r1, r2)
+        elif conn.c2b.shut and conn.b2c.shut:
+            self._close(conn, clean=True, ended=True)
+
+    def _reset(self, conn: Conn, r1: int, r2: int) -> None:
+        # c2b SRC_RESET: client reset; c2b DST_RESET: backend reset; b2c the other way
+        backend_side = r1 == forward.DST_RESET or r2 == forward.SRC_RESET
+        if backend_side:
+            conn.be.errors += 1
+            self.counters["backend_resets"] += 1
+            log.info("%s: backend %s reset the connection of client %s:%s", conn.svc.svc.name,
+                     conn.be.label, conn.peer[0], conn.peer[1])
+        else:
+            self.counters["client_resets"] += 1
+        self._close(conn, clean=False)
+
+    def _close(self, conn: Conn, clean: bool, ended: bool = False) -> None:
+        """clean: FIN (after reading what is unread); not clean: RST. ended: both
+        directions saw EOF and forwarded it, nothing is unread, a plain close will do."""
+        if conn.closed:
+            return
+        conn.closed = True
+        for d in (conn.c2b, conn.b2c):
+            if d is not None:
+                self.counters["bytes_spliced"] += d.spliced
+                self.counters["bytes_copied"] += d.copied
+                if d.fallback:
+                    self.counters[f"fallback_{d.fallback}"] += 1
+                d.release()
+        for s in (conn.client, conn.backend):
+            if s is None:
+                continue
+            fd = s.fileno()
+            self.conns.pop(fd, None)
+            if ended:
+                s.close()
+            elif clean:
+                drain_close(s)
+            else:
+                reset_close(s)
+        self.live.pop(conn.id, None)
+        st = conn.svc
+        st.conns -= 1
+        conn.be.active -= 1
+        self.counters["closed"] += 1
+        if st.paused and not self.accept_paused_until:
+            self._resume(st)
+
+    def _broken(self, conn: Conn, e: OSError) -> None:
+        """An errno no Direction expects (ENOMEM, EIO...): this connection ends with RST
+        on both sides and is logged; the worker and its other connections go on."""
+        self.counters["broken"] += 1
+        log.error("%s: connection of %s:%s broken: %s", conn.svc.svc.name, conn.peer[0],
+                  conn.peer[1], e)
+        if conn.be is not None:
+            self._close(conn, clean=False)
+        else:
+            conn.client.close()
+
+    def _on_conn_event(self, conn: Conn, is_client: bool, ev: int, now: float) -> None:
+        if conn.closed:
+            return
+        conn.last = now
+        if conn.connecting:
+            if is_client:
+                return  # nothing to forward to yet; _connected pumps both
+            err = conn.backend.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self._connect_failed(conn, err)
+            elif ev & select.EPOLLOUT:
+                self._connected(conn, now)
+            return
+        if is_client:  # client readable -> c2b reads; client writable -> b2c writes
+            self._pump(conn, bool(ev & IN_EV), bool(ev & OUT_EV) and conn.r_b2c == forward.WANT_WRITE)
+        else:
+            self._pump(conn, bool(ev & OUT_EV) and conn.r_c2b == forward.WANT_WRITE, bool(ev & IN_EV))
+
+    # --- health checks
+
+    def _start_checks(self, now: float) -> None:
+        for st in self.services.values():
+            hc = st.svc.check
+            if hc is None or now < st.next_check:
+                continue
+            st.next_check = now + hc.interval
+            for be in st.balancer.backends:
+                if any(b is be for _, b, _, _ in self.checks.values()):
+                    continue  # previous check still running
+                try:
+                    s = socket.socket(socket.AF_INET6 if ":" in be.addr[0] else socket.AF_INET,
+                                      socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+                except OSError:
+                    continue  # out of fds: skip this round rather than mark it down
+                err = s.connect_ex(be.addr)
+                if err not in (0, errno.EINPROGRESS):
+                    s.close()
+                    self._check_done(st, be, False, os.strerror(err))
+                    continue
+                self.checks[s.fileno()] = (st, be, s, now + hc.timeout)
+                self.ep.register(s.fileno(), select.EPOLLOUT)
+
+    def _on_check_event(self, fd: int) -> None:
+        st, be, s, _ = self.checks.pop(fd)
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self.ep.unregister(fd)
+        reset_close(s)  # a check leaves no TIME_WAIT behind
+        self._check_done(st, be, err == 0, os.strerror(err) if err else "")
+
+    def _check_done(self, st: ServiceState, be: Backend, ok: bool, why: str) -> None:
+        change = st.balancer.check_result(be, ok)
+        if change == "down":
+            log.warning("%s: backend %s is down (%s)", st.svc.name, be.label, why or "check failed")
+        elif change == "up":
+            log.warning("%s: backend %s is up", st.svc.name, be.label)
+
+    # --- timers
+
+    def _tick(self, now: float) -> None:
+        for fd, (st, be, s, deadline) in list(self.checks.items()):
+            if now >= deadline:
+                self.checks.pop(fd)
+                self.ep.unregister(fd)
+                reset_close(s)
+                self._check_done(st, be, False, "timeout")
+        self._start_checks(now)
+        for conn in list(self.live.values()):
+            if conn.connecting:
+                if now >= conn.deadline:
+                    conn.be.errors += 1
+                    self.counters["connect_timeouts"] += 1
+                    log.warning("%s: backend %s: connect timeout; closing client %s:%s",
+                                conn.svc.svc.name, conn.be.label, conn.peer[0], conn.peer[1])
+                    self._close(conn, clean=True)
+            elif now - conn.last >= conn.svc.svc.idle_timeout:
+                self.counters["idle_timeouts"] += 1
+                log.info("%s: connection of %s:%s idle for %.1fs; closed", conn.svc.svc.name,
+                         conn.peer[0], conn.peer[1], now - conn.last)
+                self._close(conn, clean=True)
+        if self.table is not None:
+            self._read_table()
+        if self.accept_paused_until and now >= self.accept_paused_until:
+            if self._fds_in_use() < self.fd_limit - FD_RESERVE:
+                self.accept_paused_until = 0.0
+                for st in self.services.values():
+                    self._resume(st)
+            else:
+                self.accept_paused_until = now + 0.1
+        self.pipes.trim(now)
+
+    def _read_table(self) -> None:
+        """Apply the master's service table if it changed since the last look."""
+        raw = self.table.lookup(TABLE_KEY)
+        if raw is None or raw == self._table_raw:
+            return
+        self._table_raw = raw
+        for name, backends in json.loads(raw).items():
+            st = self.by_name.get(name)
+            addrs = tuple((h, p) for h, p in backends)
+            if st is None or addrs == st.svc.backends:
+                continue
+            st.svc = replace(st.svc, backends=addrs)
+            st.balancer.set_backends(st.svc)
+            log.info("%s: backends now %s", name, ", ".join(f"{h}:{p}" for h, p in addrs))
+
+    # --- status
+
+    def status(self) -> dict:
+        return {
+            "pid": os.getpid(), "slot": self.slot, "generation": self.generation,
+            "draining": self.draining, "started": self.started, "updated": time.time(),
+            "mode": self.cfg.mode, "connections": len(self.live),
+            "pipes": self.pool.stats(), "counters": dict(self.counters),
+            "services": [{"name": st.svc.name, "accepted": st.accepted, "active": st.conns,
+                          "refused": st.refused, "paused": st.paused,
+                          "backends": st.balancer.to_list()} for st in self.services.values()],
+        }
+
+    def publish(self) -> None:
+        if not self.status_path:
+            return
+        tmp = f"{self.status_path}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self.status(), f)
+            os.replace(tmp, self.status_path)
+        except OSError:
+            pass  # out of fds right now: the next publish catches up
+
+    # --- the loop
+
+    def _begin_drain(self) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        self.drain_deadline = time.monotonic() + self.cfg.drain_timeout
+        for fd, st in self.services.items():
+            try:
+                self.ep.unregister(fd)
+            except OSError:
+                pass
+            st.listener.close()  # the master's copy keeps the socket for the next generation
+        log.info("worker %d (slot %d): draining %d connections", os.getpid(), self.slot,
+                 len(self.live))
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stop", True))
+        signal.signal(signal.SIGINT, lambda *_: setattr(self, "stop", True))
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master reloads, not workers
+        # `fastpath proxy status` asks for fresh figures (only of workers that have
+        # published once, so this handler is in place before any SIGUSR1 comes)
+        signal.signal(signal.SIGUSR1, lambda *_: setattr(self, "publish_now", True))
+        self._listen_on()
+        now = time.monotonic()
+        self._start_checks(now)
+        next_tick = now + TICK
+        next_pub = now
+        poll = self.ep.poll
+        conns, services, checks, table = self.conns, self.services, self.checks, self.table
+        if table is not None:
+            self._read_table()
+        while True:
+            if self.stop and not self.draining:
+                self._begin_drain()
+            if self.draining and (not self.live or time.monotonic() >= self.drain_deadline):
+                break
+            if table is not None:
+                table.quiescent()  # holds nothing read from the table across iterations
+            timeout = 0 if self.ready else max(0.0, next_tick - time.monotonic())
+            try:
+                events = poll(timeout, 256)
+            except InterruptedError:
+                continue
+            now = time.monotonic()
+            for fd, ev in events:
+                got = conns.get(fd)
+                if got is not None:
+                    try:
+                        self._on_conn_event(got[0], got[1], ev, now)
+                    except OSError as e:
+                        self._broken(got[0], e)
+                elif fd in services:
+                    self._accept(services[fd], now)
+                elif fd in checks:
+                    self._on_check_event(fd)
+            if self.ready:
+                batch, self.ready = self.ready, collections.deque()
+                for conn in batch:
+                    if not conn.closed:
+                        try:
+                            self._pump(conn, conn.r_c2b == forward.YIELD,
+                                       conn.r_b2c == forward.YIELD)
+                        except OSError as e:
+                            self._broken(conn, e)
+            if self.publish_now:
+                self.publish_now = False
+                self.publish()
+            if now >= next_tick:
+                next_tick = now + TICK
+                self._tick(now)
+                if now >= next_pub:
+                    next_pub = now + PUBLISH_EVERY
+                    self.publish()
+        for conn in list(self.live.values()):
+            self._close(conn, clean=True)
+        for fd, (_, _, s, _) in list(self.checks.items()):
+            s.close()
+        self.pipes.close()
+        self.publish()
+        self.ep.close()
+        if self.table is not None:
+            self.table.close()  # frees the reader slot: no grace period waits for us
+        return 0
