@@ -257,6 +257,12 @@ class SharedTable:
         except ValueError as e:
             self._av.release()
             raise UsageError(f"fd {region.fd}: SharedTable geometry: {e}") from e
+        # peek(key): a lookup with no RCU protection and no slot, correct only while
+        # something else (a lock held against the writer) keeps the version from being
+        # reused. It is the readers' compiled lookup itself, so the lock-guarded peers in
+        # `fastpath bench rcu` run the very lookup the RCU readers run and measure only the
+        # synchronization around it.
+        self.peek = self._c.lookup
         self.is_writer = writer
         self.poison = poison
         self.on_stall = on_stall
@@ -390,14 +396,6 @@ class SharedTable:
     def get(self, key: bytes, default=None):
         v = self.lookup(key)
         return default if v is None else v
-
-    def peek(self, key: bytes) -> bytes | None:
-        """A lookup with no RCU protection and no slot: correct only while something else
-        (a lock held against the writer) keeps the version from being reused. For the
-        lock-guarded peers in `fastpath bench rcu`, which so run the very lookup the RCU
-        readers run, and measure only the synchronization around it."""
-        self._need()
-        return self._c.lookup(key)
 
     def quiescent(self) -> None:
         if not self.is_writer:
