@@ -1,6 +1,11 @@
-# The one compiled part of fastpath: 64-bit atomics for shared memory (src/fastpath/_atomic.c
-# says why). Everything else is in pyproject.toml.
+# The compiled parts of fastpath: 64-bit atomics for shared memory (src/fastpath/_atomic.c
+# says why) and SharedTable's lookup (src/fastpath/rcu/_lookup.c). Everything else is in
+# pyproject.toml.
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("fastpath._atomic", ["src/fastpath/_atomic.c"],
-                             extra_compile_args=["-O2", "-std=c11"])])
+_FLAGS = ["-O2", "-std=c11", "-Wall"]
+
+setup(ext_modules=[
+    Extension("fastpath._atomic", ["src/fastpath/_atomic.c"], extra_compile_args=_FLAGS),
+    Extension("fastpath.rcu._lookup", ["src/fastpath/rcu/_lookup.c"], extra_compile_args=_FLAGS),
+])

@@ -46,6 +46,14 @@ BUCKET_SIZE = BUCKET.size           # 16
 _bucket = BUCKET.unpack_from
 _crc32 = zlib.crc32
 
+# The compiled lookup (rcu/_lookup.c) reads versions with this geometry and fixed field
+# widths (u32 hash, u32 entry, u16 klen, u32 vlen, little-endian): change BUCKET and the
+# assertion below stops the import until _lookup.c follows.
+assert BUCKET.format == "<IIHxxI"
+NBUCKETS_OFF = 16
+C_LAYOUT = (HEADER, NBUCKETS_OFF, BUCKET_SIZE, 0, struct.calcsize("<I"), struct.calcsize("<II"),
+            struct.calcsize("<IIHxx"), TOMB)   # header, nbuckets, stride, hash, entry, klen, vlen, tomb
+
 
 class TableFull(FastpathError):
     """The table does not fit in one version buffer."""
@@ -103,7 +111,7 @@ def build(buf, base: int, size: int, items: dict[bytes, bytes], gen: int) -> int
         BUCKET.pack_into(buf, b + BUCKET_SIZE * i, h, end, len(k), len(v))
         end = _put_entry(buf, base, end, k, v)
     _U64.pack_into(buf, base + 8, gen)
-    _II.pack_into(buf, base + 16, nb, len(items))
+    _II.pack_into(buf, base + NBUCKETS_OFF, nb, len(items))
     _II.pack_into(buf, base + 24, end, 0)
     _U64.pack_into(buf, base, VERSION_MAGIC)
     return end
@@ -121,7 +129,7 @@ def used(buf, base: int) -> int:
 
 
 def nbuckets(buf, base: int) -> int:
-    return _II.unpack_from(buf, base + 16)[0]
+    return _II.unpack_from(buf, base + NBUCKETS_OFF)[0]
 
 
 def copy(buf, src: int, dst: int) -> None:
@@ -133,7 +141,7 @@ def copy(buf, src: int, dst: int) -> None:
 def apply(buf, base: int, size: int, puts: dict[bytes, bytes], deletes, gen: int) -> bool:
     """Change the private version at `base` in place; False when it needs a rebuild
     (out of space, or too many used + deleted buckets), in which case it is left invalid."""
-    nb, count = _II.unpack_from(buf, base + 16)
+    nb, count = _II.unpack_from(buf, base + NBUCKETS_OFF)
     end, tombs = _II.unpack_from(buf, base + 24)
     mask = nb - 1
     b = base + HEADER
@@ -166,7 +174,7 @@ def apply(buf, base: int, size: int, puts: dict[bytes, bytes], deletes, gen: int
         BUCKET.pack_into(buf, b + BUCKET_SIZE * slot, _crc32(k), end, len(k), len(v))
         end = _put_entry(buf, base, end, k, v)
     _U64.pack_into(buf, base + 8, gen)
-    _II.pack_into(buf, base + 16, nb, count)
+    _II.pack_into(buf, base + NBUCKETS_OFF, nb, count)
     _II.pack_into(buf, base + 24, end, tombs)
     return True
 
@@ -195,9 +203,10 @@ def lookup(buf, base: int, key: bytes, size: int):
 
     Offsets are bounds-checked against the version size, so reading a reclaimed (poisoned)
     buffer raises TornRead instead of returning bytes from elsewhere in the region.
-    (SharedTable's readers run an inlined copy of this, table.Reader.lookup.)
+    The reference implementation: SharedTable runs the same algorithm compiled
+    (rcu/_lookup.c, through c_lookup()); tests/rcu/test_lookup.py checks they agree.
     """
-    nb, _ = _II.unpack_from(buf, base + 16)
+    nb, _ = _II.unpack_from(buf, base + NBUCKETS_OFF)
     if nb & (nb - 1) or HEADER + BUCKET_SIZE * nb > size:
         raise TornRead(f"version at {base}: bad bucket count {nb:#x}")
     h = _crc32(key)
@@ -217,9 +226,16 @@ def lookup(buf, base: int, key: bytes, size: int):
         i = (i + 1) & mask
 
 
+def c_lookup(buf, current_off: int, versions_off: int, nversions: int, size: int):
+    """The compiled lookup over `nversions` versions of `size` bytes from `versions_off`,
+    CURRENT at `current_off`: .lookup(key), .lookup_at(base, key), .release()."""
+    from fastpath.rcu._lookup import Lookup
+    return Lookup(buf, current_off, versions_off, nversions, size, C_LAYOUT, TornRead)
+
+
 def items(buf, base: int, size: int) -> dict[bytes, bytes]:
     """Every entry of the version at `base` (for tests, dumps and the writer's checks)."""
-    nb, _ = _II.unpack_from(buf, base + 16)
+    nb, _ = _II.unpack_from(buf, base + NBUCKETS_OFF)
     if nb & (nb - 1) or HEADER + BUCKET_SIZE * nb > size:
         raise TornRead(f"version at {base}: bad bucket count {nb:#x}")
     out = {}

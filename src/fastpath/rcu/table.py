@@ -16,10 +16,13 @@ Why a reader never sees a torn or half-written entry (the memory-ordering argume
 1. Publication. Every byte of a version is written (plain stores, memcpy) before the
    release store of its offset to CURRENT. A reader loads CURRENT with acquire; if it sees
    the new offset, every write sequenced before the release store is visible to it (the
-   release/acquire pair on one word, C11 5.1.2.4). The interpreter's reads through the
-   memoryview come after the acquire load in program order, and an acquire load keeps all
-   later loads after it (on x86 every load has this; on arm64 it is LDAR). A version is
-   never written while published, so there is nothing half-written to see.
+   release/acquire pair on one word, C11 5.1.2.4). The lookup (rcu/_lookup.c) makes
+   that acquire load itself and reads the version after it in program order, and an
+   acquire load keeps all later loads after it (on x86 every load has this; on arm64 it is
+   LDAR). A version is never written while published, so there is nothing half-written to
+   see. The lookup reads each bucket word once (relaxed atomic loads) and checks every
+   offset against the version's size, so even a broken writer cannot make it read outside
+   the versions area: it raises TornRead.
 2. Reclamation. A reader reports a quiescent state by loading TOKEN (acquire) and storing it
    to its slot (release): the release store orders every read it made of older versions
    before the report. The writer unpublishes version V (release store of CURRENT), then
@@ -58,7 +61,6 @@ import os
 import struct
 import threading
 import time
-import zlib
 from typing import Callable, Iterable
 
 from fastpath._atomic import AtomicView, fence
@@ -105,11 +107,6 @@ S_START = 24
 S_REGISTERED_NS = 32
 
 _U64 = struct.Struct("<Q")
-_NB = struct.Struct("<I").unpack_from
-_BUCKET = layout.BUCKET.unpack_from
-# Reader.lookup inlines layout.lookup with these constants.
-assert layout.HEADER == 32 and layout.BUCKET_SIZE == 16 and layout.TOMB == 0xFFFFFFFF
-_crc32 = zlib.crc32
 SWEEP_EVERY = 0.25   # seconds between the writer's sweeps for dead readers' slots
 
 
@@ -135,51 +132,25 @@ def geometry(capacity: int, readers: int, versions: int) -> tuple[int, int, int]
 class Reader:
     """One reader thread's handle: its slot, lookups, quiescent-state reports.
 
-    Use a Reader from the thread that made it (its slot names that thread). Lookups return
-    copies (bytes), so nothing read stays referenced after the next quiescent()."""
+    Use a Reader from the thread that made it (its slot names that thread). `lookup(key)`
+    returns the value (a copy, bytes) of `key` in the current version, or None: it is the
+    compiled lookup itself (rcu/_lookup.c; one acquire load of CURRENT, then plain reads of
+    an immutable version, bounds-checked), bound here with no Python frame around it. Nothing
+    read stays referenced after the next quiescent()."""
 
-    __slots__ = ("_table", "_av", "_load", "_buf", "_vsize", "index", "_qs_off", "_tid_off",
+    __slots__ = ("_table", "_av", "_c", "lookup", "_vsize", "index", "_qs_off", "_tid_off",
                  "closed")
 
     def __init__(self, table: "SharedTable", index: int) -> None:
         self._table = table
         self._av = table._av
-        self._load = table._av.load
-        self._buf = table._region.buf
+        self._c = table._c
+        self.lookup = table._c.lookup
         self._vsize = table.version_size
         self.index = index
         self._qs_off = table.slots_off + index * SLOT_SIZE + S_QS
         self._tid_off = table.slots_off + index * SLOT_SIZE + S_TID
         self.closed = False
-
-    def lookup(self, key: bytes) -> bytes | None:
-        """The value of `key` in the current version, or None.
-
-        layout.lookup inlined: this is the hot path of every reader (one atomic load, then
-        plain reads of an immutable version; bounds checks as in layout.lookup)."""
-        base = self._load(H_CURRENT)
-        if not base:
-            return None
-        buf = self._buf
-        size = self._vsize
-        nb = _NB(buf, base + 16)[0]
-        if nb & (nb - 1) or 32 + 16 * nb > size:
-            raise layout.TornRead(f"version at {base}: bad bucket count {nb:#x}")
-        h = _crc32(key)
-        mask = nb - 1
-        i = h & mask
-        b = base + 32
-        while True:
-            eh, eo, kl, vl = _BUCKET(buf, b + 16 * i)
-            if eo == 0:
-                return None
-            if eh == h and eo != 0xFFFFFFFF:
-                if eo + kl + vl > size:
-                    raise layout.TornRead(f"version at {base}: entry at {eo:#x} overruns it")
-                p = base + eo
-                if buf[p:p + kl] == key:
-                    return buf[p + kl:p + kl + vl].tobytes()
-            i = (i + 1) & mask
 
     def get(self, key: bytes, default=None):
         v = self.lookup(key)
@@ -188,7 +159,7 @@ class Reader:
     def snapshot(self) -> "Snapshot":
         """The current version, for several lookups that must agree with each other; valid
         until this reader's next quiescent()."""
-        return Snapshot(self._buf, self._av.load(H_CURRENT), self._vsize)
+        return Snapshot(self._table, self._c.current())
 
     def quiescent(self) -> None:
         """I hold nothing read before this call (DPDK: rte_rcu_qsbr_quiescent)."""
@@ -231,21 +202,19 @@ class Snapshot:
     """One version, as a reader saw it; `intact()` says whether it is still that version
     (always, under RCU; the torture test checks)."""
 
-    __slots__ = ("_buf", "base", "_vsize", "gen")
+    __slots__ = ("_buf", "_c", "base", "_vsize", "gen")
 
-    def __init__(self, buf, base: int, vsize: int) -> None:
-        self._buf = buf
+    def __init__(self, table: "SharedTable", base: int) -> None:
+        self._buf = buf = table._region.buf
+        self._c = table._c
         self.base = base
-        self._vsize = vsize
+        self._vsize = table.version_size
         self.gen = layout.gen(buf, base) if base else 0
         if base and layout.magic(buf, base) != layout.VERSION_MAGIC:
             raise layout.TornRead(f"CURRENT points at {base}, which holds no version")
 
     def lookup(self, key: bytes) -> bytes | None:
-        if not self.base:
-            return None
-        v = layout.lookup(self._buf, self.base, key, self._vsize)
-        return None if v is None else v.tobytes()
+        return self._c.lookup_at(self.base, key) if self.base else None
 
     def items(self) -> dict[bytes, bytes]:
         return layout.items(self._buf, self.base, self._vsize) if self.base else {}
@@ -282,6 +251,18 @@ class SharedTable:
         if self.versions_off + self.nversions * self.version_size > region.size:
             self._av.release()
             raise UsageError(f"fd {region.fd}: SharedTable geometry exceeds the region")
+        try:
+            self._c = layout.c_lookup(buf, H_CURRENT, self.versions_off, self.nversions,
+                                      self.version_size)
+        except ValueError as e:
+            self._av.release()
+            raise UsageError(f"fd {region.fd}: SharedTable geometry: {e}") from e
+        # peek(key): a lookup with no RCU protection and no slot, correct only while
+        # something else (a lock held against the writer) keeps the version from being
+        # reused. It is the readers' compiled lookup itself, so the lock-guarded peers in
+        # `fastpath bench rcu` run the very lookup the RCU readers run and measure only the
+        # synchronization around it.
+        self.peek = self._c.lookup
         self.is_writer = writer
         self.poison = poison
         self.on_stall = on_stall
@@ -408,22 +389,13 @@ class SharedTable:
 
     def lookup(self, key: bytes) -> bytes | None:
         if self.is_writer:   # the writer reads its own table; it reclaims nothing under itself
-            base = self._need().load(H_CURRENT)
-            v = layout.lookup(self._region.buf, base, key, self.version_size)
-            return None if v is None else v.tobytes()
+            self._need()
+            return self._c.lookup(key)
         return self._reader().lookup(key)
 
     def get(self, key: bytes, default=None):
         v = self.lookup(key)
         return default if v is None else v
-
-    def peek(self, key: bytes) -> bytes | None:
-        """A lookup with no RCU protection and no slot: correct only while something else
-        (a lock held against the writer) keeps the version from being reused. For the
-        lock-guarded peers in `fastpath bench rcu`."""
-        base = self._need().load(H_CURRENT)
-        v = layout.lookup(self._region.buf, base, key, self.version_size) if base else None
-        return None if v is None else v.tobytes()
 
     def quiescent(self) -> None:
         if not self.is_writer:
@@ -439,7 +411,7 @@ class SharedTable:
 
     def snapshot(self) -> Snapshot:
         if self.is_writer:
-            return Snapshot(self._region.buf, self._need().load(H_CURRENT), self.version_size)
+            return Snapshot(self, self._need().load(H_CURRENT))
         return self._reader().snapshot()
 
     # ---- writer side
@@ -665,6 +637,7 @@ class SharedTable:
             from fastpath.rcu import registry
             registry.unregister(self._registry_path)
             self._registry_path = None
+        self._c.release()   # both hold buffer exports: the mapping cannot close under them
         self._av.release()
         self._av = None
         self._region.close()
