@@ -7,7 +7,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fastpath-installed
 BPF_SRC := $(wildcard bpf/*.bpf.c)
-BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
+# sk_msg comes in three builds, one per way of reading the peer's queue (bpf/sk_msg.bpf.c
+# says which kernels take which); the loader picks one at run time.
+BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC)) \
+           build/bpf/sk_msg_walk.bpf.o build/bpf/sk_msg_nobound.bpf.o
+BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_x86 -Ibuild/bpf -Ibpf
 BENCHES ?= podnet cni bgp accel proxy shm rcu
 
 .PHONY: setup system venv bpf demo test unit bench lint clean
@@ -34,7 +38,13 @@ build/bpf/vmlinux.h:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
 build/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) build/bpf/vmlinux.h
-	clang -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_x86 -Ibuild/bpf -Ibpf -c $< -o $@
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+build/bpf/sk_msg_walk.bpf.o: bpf/sk_msg.bpf.c $(wildcard bpf/*.h) build/bpf/vmlinux.h
+	clang $(BPF_CFLAGS) -DFP_PEER_QUEUE=2 -c $< -o $@
+
+build/bpf/sk_msg_nobound.bpf.o: bpf/sk_msg.bpf.c $(wildcard bpf/*.h) build/bpf/vmlinux.h
+	clang $(BPF_CFLAGS) -DFP_PEER_QUEUE=3 -c $< -o $@
 
 demo: setup
 	$(BIN)/fastpath up

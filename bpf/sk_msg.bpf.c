@@ -17,10 +17,32 @@
 #include <bpf/bpf_core_read.h>
 #include "sockredir.h"
 
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+/* How sk_msg learns how much its peer has queued (fp_config.max_queued). One source, three
+ * objects (the Makefile passes -DFP_PEER_QUEUE=...); the loader picks the first whose
+ * kernel features are present (src/fastpath/sockredir/features.py):
+ *
+ * FP_QUEUE_TOT_LEN (sk_msg.bpf.o): psock->msg_tot_len, read through the kfunc
+ *   bpf_rdonly_cast. O(1). Needs the kfunc (6.2+) and the field (6.12 has it, 6.1 not).
+ * FP_QUEUE_WALK (sk_msg_walk.bpf.o): sum sg.size over the peer's psock->ingress_msg list
+ *   with bpf_probe_read_kernel, at most FP_WALK_MAX messages. A list longer than that
+ *   counts as full: the sender moves to the stack, which keeps byte order, so the queue
+ *   stays bounded by max_queued plus FP_WALK_MAX messages. Debian 12's 6.1 takes this.
+ * FP_QUEUE_NONE (sk_msg_nobound.bpf.o): no bound (peer_queued() is 0); the kernel's own
+ *   behaviour, for kernels that allow neither read. The loader says so in one line.
+ */
+#define FP_QUEUE_TOT_LEN 1
+#define FP_QUEUE_WALK 2
+#define FP_QUEUE_NONE 3
+#ifndef FP_PEER_QUEUE
+#define FP_PEER_QUEUE FP_QUEUE_TOT_LEN
+#endif
+#define FP_WALK_MAX 64
 
 /* sk_user_data carries flags in its low bits (SK_USER_DATA_NOCOPY, _BPF, _PSOCK) */
 #define FP_SK_USER_DATA_PTRMASK (~7UL)
+
+#if FP_PEER_QUEUE == FP_QUEUE_TOT_LEN
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 /* Bytes redirected into the peer that it has not read yet (psock->msg_tot_len, the count
  * FIONREAD reports). sk_msg may not release a socket reference, so the peer is found
@@ -46,6 +68,49 @@ static __always_inline __u32 peer_queued(struct fp_sock_key *peer)
 				bpf_core_type_id_kernel(struct sk_psock));
 	return psock->msg_tot_len;
 }
+#elif FP_PEER_QUEUE == FP_QUEUE_WALK
+/* The same peer lookup as above, with bpf_probe_read_kernel (CO-RE relocated) instead of
+ * BTF casts. The list is read without psock->ingress_lock: a racing reader can make the
+ * sum wrong in either direction, and both directions are safe (see above). */
+static __always_inline __u32 peer_queued(struct fp_sock_key *peer)
+{
+	__u64 *addr = bpf_map_lookup_elem(&fp_sk_addr, peer);
+	struct list_head *head, *pos;
+	struct sk_psock *psock;
+	struct sock *sk;
+	unsigned long ud;
+	__u32 sum = 0;
+	int i;
+
+	if (!addr || !*addr)
+		return 0;
+	sk = (struct sock *)*addr;
+	if (BPF_CORE_READ(sk, __sk_common.skc_num) != peer->lport)
+		return 0;
+	ud = (unsigned long)BPF_CORE_READ(sk, sk_user_data);
+	if (!ud)
+		return 0;
+	psock = (struct sk_psock *)(ud & FP_SK_USER_DATA_PTRMASK);
+	head = (struct list_head *)((void *)psock + bpf_core_field_offset(struct sk_psock,
+									    ingress_msg));
+	pos = BPF_CORE_READ(psock, ingress_msg.next);
+	for (i = 0; i < FP_WALK_MAX; i++) {
+		struct sk_msg *m;
+
+		if (!pos || pos == head)
+			return sum;
+		m = (struct sk_msg *)((void *)pos - bpf_core_field_offset(struct sk_msg, list));
+		sum += BPF_CORE_READ(m, sg.size);
+		pos = BPF_CORE_READ(m, list.next);
+	}
+	return 0xffffffff; /* longer than the walk: count it as full */
+}
+#else
+static __always_inline __u32 peer_queued(struct fp_sock_key *peer)
+{
+	return 0;
+}
+#endif
 
 SEC("sk_msg")
 int fp_sk_msg(struct sk_msg_md *msg)
@@ -99,7 +164,8 @@ int fp_sk_msg(struct sk_msg_md *msg)
 	if (loopback)
 		peer.netns = bpf_get_netns_cookie(msg);
 
-	if (cfg && cfg->max_queued && peer_queued(&peer) >= cfg->max_queued) {
+	if (FP_PEER_QUEUE != FP_QUEUE_NONE && cfg && cfg->max_queued &&
+	    peer_queued(&peer) >= cfg->max_queued) {
 		st->stack_used = 1;
 		c->backlog_to_stack++;
 		goto pass;

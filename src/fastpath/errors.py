@@ -79,6 +79,11 @@ class KernelError(FastpathError):
         return err
 
 
+class KernelUnsupported(KernelError):
+    """The running kernel lacks what was asked for: a feature probe or the redirect
+    self-test said so, and the message names the feature or the check."""
+
+
 def kernel_call(op: str, fn, *args, hint: str | None = None, **kwargs):
     """Run fn(*args); an OSError becomes a KernelError naming `op`."""
     try:

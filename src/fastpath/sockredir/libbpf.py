@@ -15,16 +15,31 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import threading
 
-from fastpath.errors import KernelError, MissingDependency
+from fastpath.errors import KernelError, KernelUnsupported, MissingDependency
 
 # enum bpf_attach_type (include/uapi/linux/bpf.h)
 BPF_CGROUP_SOCK_OPS = 3
 BPF_SK_MSG_VERDICT = 7
 BPF_ANY = 0
 BPF_NOEXIST = 1
+# enum bpf_prog_type, enum bpf_map_type, enum bpf_func_id (the same header), for probes
+BPF_PROG_TYPE_SOCK_OPS = 13
+BPF_PROG_TYPE_SK_MSG = 16
+BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_LPM_TRIE = 11
+BPF_MAP_TYPE_SOCKHASH = 18
+BPF_MAP_TYPE_SK_STORAGE = 24
+BPF_FUNC_msg_redirect_hash = 71
+BPF_FUNC_sk_storage_get = 107
+BPF_FUNC_probe_read_kernel = 113
+BPF_FUNC_get_netns_cookie = 122
+# BTF kinds (include/uapi/linux/btf.h)
+BTF_KIND_STRUCT = 4
+BTF_KIND_FUNC = 12
 
 LIBBPF_NAME = "libbpf.so.1"
 
@@ -93,6 +108,14 @@ def lib():
             "bpf_map_delete_elem": (I, [I, P]),
             "bpf_map_get_next_key": (I, [I, P, P]),
             "libbpf_num_possible_cpus": (I, []),
+            "libbpf_probe_bpf_prog_type": (I, [I, P]),
+            "libbpf_probe_bpf_map_type": (I, [I, P]),
+            "libbpf_probe_bpf_helper": (I, [I, I, P]),
+            "btf__load_vmlinux_btf": (P, []),
+            "btf__free": (None, [P]),
+            "btf__find_by_name_kind": (I, [P, S, U]),
+            "btf__type_by_id": (P, [P, U]),
+            "btf__name_by_offset": (S, [P, U]),
         }
         for fname, (res, args) in sigs.items():
             f = getattr(L, fname)
@@ -184,6 +207,109 @@ def possible_cpus() -> int:
     return _check("count possible CPUs", lib().libbpf_num_possible_cpus())
 
 
+def _probe(op: str, rc: int) -> bool:
+    """libbpf_probe_*: 1 supported, 0 not, negative -errno when the probe itself failed."""
+    if rc < 0:
+        raise KernelError(os.strerror(-rc), op=op, errno=-rc)
+    return rc == 1
+
+
+def probe_prog_type(prog_type: int) -> bool:
+    """Does the kernel load a trivial program of this type? (libbpf_probe_bpf_prog_type)"""
+    return _probe(f"probe program type {prog_type}",
+                  lib().libbpf_probe_bpf_prog_type(prog_type, None))
+
+
+def probe_map_type(map_type: int) -> bool:
+    return _probe(f"probe map type {map_type}", lib().libbpf_probe_bpf_map_type(map_type, None))
+
+
+def probe_helper(prog_type: int, helper: int) -> bool:
+    """May a program of prog_type call helper? libbpf loads a one-call program and reads the
+    verifier's verdict; an unknown program type answers False, not an error."""
+    rc = lib().libbpf_probe_bpf_helper(prog_type, helper, None)
+    if rc == -errno.EOPNOTSUPP:
+        return False
+    return _probe(f"probe helper {helper} in program type {prog_type}", rc)
+
+
+class _BtfType(ctypes.Structure):
+    # struct btf_type (include/uapi/linux/btf.h); `size_or_type` is a union
+    _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32),
+                ("size_or_type", ctypes.c_uint32)]
+
+
+class _BtfMember(ctypes.Structure):
+    # struct btf_member; follows its struct's btf_type, vlen of them
+    _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32),
+                ("offset", ctypes.c_uint32)]
+
+
+class KernelBtf:
+    """The running kernel's own BTF (/sys/kernel/btf/vmlinux, through libbpf), read to learn
+    which kfuncs, structs and members it has before choosing a BPF object to load."""
+
+    def __init__(self) -> None:
+        ptr = lib().btf__load_vmlinux_btf()
+        if not ptr:
+            e = ctypes.get_errno() or errno.ENOENT
+            raise KernelError(os.strerror(e), op="load the kernel's BTF", errno=e,
+                              hint="the kernel needs CONFIG_DEBUG_INFO_BTF")
+        self._btf = ptr
+
+    def _find(self, name: str, kind: int) -> int:
+        rc = lib().btf__find_by_name_kind(self._btf, name.encode(), kind)
+        return rc if rc > 0 else 0
+
+    def has_func(self, name: str) -> bool:
+        """A kernel function (kfunc candidates among them) by name."""
+        return self._find(name, BTF_KIND_FUNC) > 0
+
+    def members(self, struct: str) -> list[str] | None:
+        """Member names of a struct, or None when the kernel has no such struct."""
+        tid = self._find(struct, BTF_KIND_STRUCT)
+        if not tid:
+            return None
+        L = lib()
+        tp = L.btf__type_by_id(self._btf, tid)
+        t = _BtfType.from_address(tp)
+        vlen = t.info & 0xFFFF
+        out = []
+        for i in range(vlen):
+            m = _BtfMember.from_address(tp + ctypes.sizeof(_BtfType) + i * ctypes.sizeof(_BtfMember))
+            name = L.btf__name_by_offset(self._btf, m.name_off)
+            out.append(name.decode() if name else "")
+        return out
+
+    def close(self) -> None:
+        btf, self._btf = self._btf, None
+        if btf:
+            lib().btf__free(btf)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_error(obj: str, err: int, log: str) -> KernelError:
+    """Sort a failed bpf_object__load by who said no. libbpf resolves externs (kfuncs,
+    ksyms) and CO-RE relocations before the verifier runs: a failure there is a missing
+    kernel feature, and blaming the verifier log would send the user the wrong way."""
+    lines = [x.strip() for x in log.splitlines() if x.strip()]
+    missing = [x for x in lines if "not found in kernel" in x or "failed to resolve CO-RE" in x
+               or "relo #" in x and "failed" in x]
+    if missing:
+        return KernelUnsupported(missing[0].removeprefix("libbpf: "), op=f"load {obj}",
+                                 errno=err, hint="`fastpath doctor` lists what this kernel lacks")
+    if any("processed" in x and "insns" in x for x in lines) or "-- BEGIN PROG LOAD LOG --" in log:
+        return VerifierRejected(os.strerror(err), op=f"load {obj}", errno=err, log=log,
+                                hint="the verifier refused the program; see its log")
+    last = next((x.removeprefix("libbpf: ") for x in reversed(lines)), os.strerror(err))
+    return KernelError(last, op=f"load {obj}", errno=err)
+
+
 class KernelMap:
     """Element access to a map fd, bytes in and out; the edge that maps.py wraps."""
 
@@ -257,9 +383,7 @@ class BpfObject:
             finally:
                 log, _print_lines = "".join(_print_lines), None
         if rc < 0:
-            raise VerifierRejected(os.strerror(-rc), op=f"load {os.path.basename(self.path)}",
-                                   errno=-rc, log=log,
-                                   hint="the kernel refused the program; see the verifier log")
+            raise load_error(os.path.basename(self.path), -rc, log)
 
     def prog_fd(self, name: str) -> int:
         p = lib().bpf_object__find_program_by_name(self._obj, name.encode())

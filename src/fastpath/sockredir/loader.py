@@ -19,6 +19,7 @@ nothing is redirected until everything else is in place, and a failure undoes it
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from fastpath import naming
 from fastpath.errors import AlreadyExists, KernelError, MissingDependency, NotFound
+from fastpath.sockredir import features as F
 from fastpath.sockredir import keys as K
 from fastpath.sockredir import libbpf as B
 from fastpath.sockredir.maps import Counters, LocalNets, SockHash
@@ -43,6 +45,8 @@ DEFAULT_MAX_QUEUED = 16 << 20
 
 
 ZERO = b"\0\0\0\0"
+# objects built from another object's source (the Makefile passes -DFP_PEER_QUEUE)
+SOURCE_OF = {"sk_msg_walk": "sk_msg", "sk_msg_nobound": "sk_msg"}
 
 
 def repo_root() -> Path:
@@ -54,20 +58,39 @@ def object_dir() -> Path:
 
 
 def object_path(name: str) -> str:
-    """build/bpf/NAME.bpf.o, compiled with `make bpf` first when it is missing or stale."""
+    """build/bpf/NAME.bpf.o. Objects are built by `make bpf` (during set-up), never at run
+    time: a missing or stale object is an error that says so."""
     obj = object_dir() / f"{name}.bpf.o"
-    src_dir = repo_root() / "bpf"
-    srcs = list(src_dir.glob("*.bpf.c")) + list(src_dir.glob("*.h"))
-    stale = not obj.exists() or any(s.stat().st_mtime > obj.stat().st_mtime for s in srcs)
-    if stale and srcs and "FASTPATH_BPF_DIR" not in os.environ:
-        p = subprocess.run(["make", "-s", "-C", str(repo_root()), "bpf"], capture_output=True,
-                           text=True)
-        if p.returncode != 0:
-            raise MissingDependency(f"compiling the BPF programs failed:\n{p.stderr.strip()}",
-                                    op="make bpf", hint="needs clang and bpftool (make setup)")
     if not obj.exists():
-        raise MissingDependency(f"{obj} is missing", op="find BPF object", hint="run `make bpf`")
+        raise MissingDependency(f"{obj} is missing", op="find BPF object",
+                                hint="run `make bpf` (needs clang and bpftool: make setup)")
+    if "FASTPATH_BPF_DIR" not in os.environ:
+        src_dir = repo_root() / "bpf"
+        srcs = [src_dir / f"{SOURCE_OF.get(name, name)}.bpf.c", *src_dir.glob("*.h")]
+        if any(s.stat().st_mtime > obj.stat().st_mtime for s in srcs):
+            raise MissingDependency(f"{obj} is older than its sources in {src_dir}",
+                                    op="find BPF object", hint="run `make bpf`")
     return str(obj)
+
+
+def load_objects(bound: F.QueueBound) -> tuple[B.BpfObject, B.BpfObject]:
+    """Load sockops.bpf.o and the sk_msg build `bound` names, sharing one set of maps.
+    The caller closes both (pins and attachments hold their own references)."""
+    ops = B.BpfObject(object_path("sockops"))
+    try:
+        ops.load()
+        msg = B.BpfObject(object_path(bound.obj))
+        try:
+            for m in SHARED_MAPS:
+                msg.reuse_map(m, ops.map_fd(m))
+            msg.load()
+        except BaseException:
+            msg.close()
+            raise
+    except BaseException:
+        ops.close()
+        raise
+    return ops, msg
 
 
 def ensure_bpffs() -> None:
@@ -193,8 +216,10 @@ def _rmdir_quiet(path: str) -> bool:
         raise
 
 
-def enable(cgroup_path: str, extra_local: list, config: dict | None = None) -> dict:
-    """Load, fill, pin and attach; undo everything on failure."""
+def enable(cgroup_path: str, extra_local: list, config: dict | None = None,
+           bound: F.QueueBound | None = None, selftest: dict | None = None) -> dict:
+    """Load, fill, pin and attach; undo everything on failure. `bound` is the sk_msg build
+    (default: the one this kernel takes, from features.probe()); `selftest` is recorded."""
     from fastpath.sockredir import cgroup as CG
 
     ensure_bpffs()
@@ -206,15 +231,11 @@ def enable(cgroup_path: str, extra_local: list, config: dict | None = None) -> d
     pinned: list[str] = []
     cg_fd = None
     attached_ops = False
+    if bound is None:
+        bound = F.choose(F.probe())
     try:
-        ops = B.BpfObject(object_path("sockops"))
-        objs.append(ops)
-        ops.load()
-        msg = B.BpfObject(object_path("sk_msg"))
-        objs.append(msg)
-        for m in SHARED_MAPS:
-            msg.reuse_map(m, ops.map_fd(m))
-        msg.load()
+        ops, msg = load_objects(bound)
+        objs += [ops, msg]
 
         local = LocalNets(
             B.KernelMap(B.Fd(os.dup(ops.map_fd("fp_local4"))), K.LPM4.size, 4, "fp_local4"),
@@ -255,9 +276,10 @@ def enable(cgroup_path: str, extra_local: list, config: dict | None = None) -> d
                       f"sockops to cgroup {cgroup_path}")
         attached_ops = True
         prog_id = B.obj_id(ops.prog_fd("fp_sockops"))
-        _record(cgroup_path, created, prog_id)
+        _record(cgroup_path, created, prog_id, bound, selftest)
         return {"cgroup": cgroup_path, "created_cgroup": created, "pins": pin_dir(),
-                "sockops_prog_id": prog_id, "local": [str(n) for n in nets], "config": cfg}
+                "sockops_prog_id": prog_id, "local": [str(n) for n in nets], "config": cfg,
+                "peer_queue": bound.to_dict(), "selftest": selftest}
     except BaseException:
         if attached_ops and cg_fd is not None:
             try:
@@ -290,6 +312,11 @@ CREATE TABLE IF NOT EXISTS sockredir_attach (
     cgroup TEXT NOT NULL,
     created_cgroup INTEGER NOT NULL,
     prog_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sockredir_kernel (
+    pin_dir TEXT PRIMARY KEY,
+    peer_queue TEXT NOT NULL,
+    selftest TEXT
 )
 """
 
@@ -297,20 +324,26 @@ CREATE TABLE IF NOT EXISTS sockredir_attach (
 def _db():
     from fastpath import state
     conn = state.connect()
-    state.ensure_schema(conn, "sockredir", 1, _DDL)
+    state.ensure_schema(conn, "sockredir", 2, _DDL)
     return conn
 
 
-def _record(cgroup_path: str, created: bool, prog_id: int) -> None:
+def _record(cgroup_path: str, created: bool, prog_id: int, bound: F.QueueBound,
+            selftest: dict | None) -> None:
     with _db() as conn:
         conn.execute("INSERT OR REPLACE INTO sockredir_attach VALUES (?, ?, ?, ?)",
                      (pin_dir(), cgroup_path, int(created), prog_id))
+        conn.execute("INSERT OR REPLACE INTO sockredir_kernel VALUES (?, ?, ?)",
+                     (pin_dir(), json.dumps(bound.to_dict()),
+                      json.dumps(selftest) if selftest is not None else None))
 
 
 def _forget() -> None:
     try:
         conn = _db()
-        conn.execute("DELETE FROM sockredir_attach WHERE pin_dir=?", (pin_dir(),))
+        with conn:
+            conn.execute("DELETE FROM sockredir_attach WHERE pin_dir=?", (pin_dir(),))
+            conn.execute("DELETE FROM sockredir_kernel WHERE pin_dir=?", (pin_dir(),))
         conn.close()
     except Exception:
         pass
@@ -322,6 +355,20 @@ def attachment() -> dict | None:
         row = conn.execute("SELECT * FROM sockredir_attach WHERE pin_dir=?",
                            (pin_dir(),)).fetchone()
         return dict(row) if row else None
+    finally:
+        conn.close()
+
+
+def kernel_record() -> dict:
+    """The sk_msg build and self-test result recorded by enable, {} when none."""
+    conn = _db()
+    try:
+        row = conn.execute("SELECT * FROM sockredir_kernel WHERE pin_dir=?",
+                           (pin_dir(),)).fetchone()
+        if not row:
+            return {}
+        return {"peer_queue": json.loads(row["peer_queue"]),
+                "selftest": json.loads(row["selftest"]) if row["selftest"] else None}
     finally:
         conn.close()
 
@@ -398,7 +445,7 @@ def status() -> dict:
                 "processes_in_cgroup": len(_cgroup_procs(cg)) if cg else 0,
                 "sockets": len(entries), "socket_keys": [str(k) for k in entries],
                 "local": [str(n) for n in local.list()], "config": p.read_config(),
-                "counters": ctr.read()}
+                "counters": ctr.read(), **kernel_record()}
     finally:
         p.close()
 
