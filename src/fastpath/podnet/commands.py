@@ -26,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--accel", action="store_true",
                    help="also enable socket redirect (fastpath accel) for the pods' TCP; "
                         "`fastpath exec` then runs commands in the accel cgroup")
+    p.add_argument("--skip-selftest", action="store_true",
+                   help="with --accel: skip the redirect self-test (see `accel enable -h`)")
     add_json_flag(p)
     p.set_defaults(func=cmd_up)
 
@@ -124,9 +126,17 @@ def _cluster_data(c, routes: dict | None, health: dict | None = None) -> dict:
 
 
 def cmd_up(args) -> int:
+    from fastpath.errors import FastpathError
     from fastpath.output import console, emit
     from fastpath.podnet import plan, routing
     from fastpath.podnet.build import Builder
+    pre = None
+    if getattr(args, "accel", False):
+        # Ask the kernel before building: a kernel that cannot redirect refuses `up --accel`
+        # with nothing made. Not when accel is on already (its kernel passed then).
+        from fastpath.sockredir import loader, preflight
+        if not loader.is_enabled():
+            pre = preflight.run(skip_selftest=getattr(args, "skip_selftest", False))
     with Builder() as b:
         c, made = b.up(nodes=args.nodes, pods=args.pods, routing_name=args.routing,
                        underlay=args.underlay or plan.DEFAULT_UNDERLAY,
@@ -136,19 +146,29 @@ def cmd_up(args) -> int:
     accel = None
     if getattr(args, "accel", False):
         from fastpath.sockredir.cluster import enable_for
-        accel = enable_for(c)
+        try:
+            accel = enable_for(c, pre)
+        except FastpathError as e:
+            # The cluster is whole and stays; accel is off, and the output says why.
+            accel = {"enabled": False, "error": str(e)}
     if not made:
         msg = (f"a cluster exists already in scope {c.scope}* ({len(c.nodes)} nodes, {len(c.pods)} pods, "
                f"{c.phase}): nothing changed; `fastpath down` removes it")
-        if accel is not None:
+        failed = bool(accel) and accel.get("enabled") is False
+        if failed:
+            msg = msg.replace("nothing changed", f"accel is OFF ({accel['error']}), "
+                                                  "nothing else changed")
+        elif accel is not None:
             msg = msg.replace("nothing changed", "accel enabled, nothing else changed")
         if getattr(args, "json", False):
-            emit(args, {"created": False, "message": msg, **c.to_dict()})
+            emit(args, {"created": False, "message": msg, **c.to_dict(),
+                        **({"accel": accel} if accel else {})})
         else:
             console(stderr=True).print(f"fastpath: {msg}")
-        return 0
+        return 1 if failed else 0
     routes = routing.get(c.routing).status(c)
     data = {"created": True, **_cluster_data(c, routes), **({"accel": accel} if accel else {})}
+    accel_off = bool(accel) and accel.get("enabled") is False
     if getattr(args, "proxy", False):
         from fastpath.proxy import demo
         data["proxy"] = demo.up()
@@ -156,14 +176,18 @@ def cmd_up(args) -> int:
     def render(d):
         from rich.console import Group
         parts = [_tables(c, routes)]
-        if accel is not None:
+        if accel_off:
+            parts.append(f"[red]accel is OFF[/] (the cluster is up without socket redirect): "
+                         f"{accel['error']}")
+        elif accel is not None:
             parts.append(f"accel: sockops on {accel['cgroup']}, local {', '.join(accel['local'])}")
+            parts += [f"accel note: {n}" for n in accel.get("notes", [])]
         if "proxy" in d:
             from fastpath.proxy.commands import render_demo
             parts.append(render_demo(d["proxy"]))
         return Group(*parts)
     emit(args, data, render)
-    return 0 if data.get("proxy", {}).get("ok", True) else 1
+    return 0 if data.get("proxy", {}).get("ok", True) and not accel_off else 1
 
 
 def cmd_down(args) -> int:

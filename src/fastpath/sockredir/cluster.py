@@ -8,16 +8,20 @@ from __future__ import annotations
 import ipaddress
 
 
-def enable_for(cluster) -> dict:
-    """Enable accel for the cluster, or add its prefixes when accel is already enabled."""
-    from fastpath.sockredir import cgroup, loader
+def enable_for(cluster, pre=None) -> dict:
+    """Enable accel for the cluster, or add its prefixes when accel is already enabled.
+    `pre` is the preflight `fastpath up` ran before building anything (run here if None)."""
+    from fastpath.sockredir import cgroup, loader, preflight
 
     nets = [ipaddress.ip_network(n.pod_cidr) for n in cluster.nodes]
     nets += [ipaddress.ip_network(n.underlay_ip) for n in cluster.nodes]
     if loader.is_enabled():
         return {"cgroup": (loader.attachment() or {}).get("cgroup"),
                 "local": loader.set_local(nets, []), "already_enabled": True}
-    return loader.enable(cgroup.default_path(), nets)
+    pre = pre or preflight.run()
+    res = loader.enable(cgroup.default_path(), nets, bound=pre.bound,
+                        selftest=pre.selftest.to_dict() if pre.selftest else None)
+    return {**res, "notes": pre.notes}
 
 
 def join_if_enabled() -> str | None:

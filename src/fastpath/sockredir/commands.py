@@ -28,6 +28,9 @@ def register(sub) -> None:
     e.add_argument("--local", metavar="CIDR", action="append", default=[],
                    help="a prefix whose peers are on this node (pod CIDR); repeatable. "
                         "The node's own addresses and loopback are always local")
+    e.add_argument("--skip-selftest", action="store_true",
+                   help="attach without first running the redirect self-test in a private "
+                        "netns (experts: an unverified kernel may stall or corrupt streams)")
     _tuning_flags(e)
     add_json_flag(e)
     e.set_defaults(func=_enable)
@@ -96,15 +99,27 @@ def _tune(args) -> int:
 
 
 def _enable(args) -> int:
+    from fastpath.errors import AlreadyExists
     from fastpath.output import emit
-    from fastpath.sockredir import cgroup, keys, loader
+    from fastpath.sockredir import cgroup, keys, loader, preflight
 
     nets = [keys.parse_cidr(c) for c in args.local]  # validate before touching anything
     keys.pack_config(**{**dict.fromkeys(keys.CONFIG_FIELDS, 0), **_config(args)})
-    res = loader.enable(cgroup.resolve(args.cgroup), nets, _config(args))
-    emit(args, res, lambda r: (f"accel enabled: sockops on {r['cgroup']}"
-                               f"{' (created)' if r['created_cgroup'] else ''}, pins in "
-                               f"{r['pins']}, local: {', '.join(r['local']) or '-'}"))
+    target = cgroup.resolve(args.cgroup)
+    if loader.is_enabled():  # before the self-test: it would be wasted
+        raise AlreadyExists(f"accel is already enabled (pins in {loader.pin_dir()})",
+                            hint="fastpath accel disable first")
+    pre = preflight.run(skip_selftest=args.skip_selftest)
+    res = loader.enable(target, nets, _config(args), bound=pre.bound,
+                        selftest=pre.selftest.to_dict() if pre.selftest else None)
+    res["notes"] = pre.notes
+    emit(args, res, lambda r: "\n".join(
+        [f"accel enabled: sockops on {r['cgroup']}"
+         f"{' (created)' if r['created_cgroup'] else ''}, pins in "
+         f"{r['pins']}, local: {', '.join(r['local']) or '-'}; peer queue bound: "
+         f"{r['peer_queue']['mode']}"
+         f"{'; ' + pre.selftest.line() if pre.selftest else ''}",
+         *[f"note: {n}" for n in r["notes"]]]))
     return 0
 
 
@@ -155,6 +170,15 @@ def _status(args) -> int:
                 ("sockets moved to the stack (peer backlog)", c["backlog_to_stack"]),
                 ("tuning", ", ".join(f"{k}={v}" for k, v in s["config"].items())),
                 ("map insert failures", c["sockets_failed"])]
+        pq = s.get("peer_queue")
+        if pq:
+            rows.append(("peer queue bound", f"{pq['mode']} ({pq['obj']}.bpf.o)"
+                         + (f": {pq['degraded']}" if pq["degraded"] else "")))
+        st_ = s.get("selftest")
+        rows.append(("redirect self-test", "skipped at enable" if st_ is None and pq else
+                     ("passed" if st_ and st_["ok"] else "-")
+                     + (f"; fallbacks: {'; '.join(st_['fallbacks'])}"
+                        if st_ and st_["fallbacks"] else "")))
         parts = [table("accel", ["", "value"], rows)]
         if s.get("socket_keys") is not None:
             parts.append(table("sockets", ["local -> remote"], [(k,) for k in s["socket_keys"]]))
