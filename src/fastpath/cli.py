@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "fastpath.proxy.commands",
     "fastpath.shm.commands",
     "fastpath.rcu.commands",
+    "fastpath.doctor.commands",
     "fastpath.bench.commands",
 )
 
