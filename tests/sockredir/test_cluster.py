@@ -73,3 +73,44 @@ def test_up_accel_exec_down(down, instance):
     assert st["counters"]["redirected_bytes"] >= 1 << 20
     run_fastpath("down")
     assert not json.loads(run_fastpath("accel", "status", "--json").stdout)["enabled"]
+
+
+def _ours() -> list[str]:
+    from fastpath import naming
+    from fastpath.podnet import netns
+    return [n for n in netns.list_names() if naming.owned(n)]
+
+
+def test_up_accel_on_a_refused_kernel_makes_nothing(down, monkeypatch, capsys):
+    """The kernel is asked before anything is built: a refusal leaves no cluster behind."""
+    from fastpath import cli
+    from fastpath.errors import KernelUnsupported
+    from fastpath.sockredir import preflight
+
+    def refuse(skip_selftest=False):
+        raise KernelUnsupported("redirect self-test failed: epoll_wakeup (a reader blocked in "
+                                "epoll_wait wakes for redirected data): no wake-up",
+                                op="accel on this kernel")
+    monkeypatch.setattr(preflight, "run", refuse)
+    assert cli.main(["up", "--nodes", "1", "--pods", "1", "--accel"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "epoll_wakeup" in err
+    assert _ours() == []
+
+
+def test_up_accel_that_fails_late_leaves_the_cluster_up_and_says_accel_is_off(down, monkeypatch,
+                                                                                capsys):
+    from fastpath import cli
+    from fastpath.errors import KernelError
+    from fastpath.sockredir import loader
+
+    def fail(*a, **kw):
+        raise KernelError("Operation not permitted", op="attach sockops", errno=1)
+    monkeypatch.setattr(loader, "enable", fail)
+    assert cli.main(["up", "--nodes", "1", "--pods", "1", "--accel", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["created"] and out["accel"] == {"enabled": False,
+                                               "error": "attach sockops: Operation not "
+                                                        "permitted [EPERM]"}
+    assert any(n.endswith("node1") for n in _ours())
+    assert json.loads(run_fastpath("check", "--json").stdout)["ok"]

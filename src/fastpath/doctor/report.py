@@ -23,12 +23,21 @@ from fastpath.sockredir.selftest import SPECS
 
 
 def examine(selftest: bool = True) -> dict:
+    if os.geteuid() != 0:
+        # loading a probe program needs CAP_BPF: unprivileged, every probe would say
+        # "missing", which would be a lie about the kernel
+        findings = [FF.Finding("BPF features", accel_features.MECH, False, "not probed",
+                               FF.FALLBACK, "run as root to probe them")]
+        findings += shm_features.findings() + proxy_features.findings()
+        return {"kernel": platform.release(), "peer_queue": None,
+                "findings": [f.to_dict() for f in findings],
+                "verdicts": FF.verdicts(findings), "selftest": None}
     facts = accel_features.probe()
     findings = accel_features.findings(facts)
     bound = accel_features.choose(facts)
     verdict = None
     if preflight.refusal(findings) is None:
-        if selftest and os.geteuid() == 0:
+        if selftest:
             try:
                 verdict = selfrun.run(bound)
             except FastpathError as e:
@@ -36,9 +45,6 @@ def examine(selftest: bool = True) -> dict:
                                            "could not run", str(e)))
             else:
                 findings += _selftest_findings(verdict)
-        elif selftest:
-            findings.append(FF.fallback("redirect self-test", accel_features.MECH,
-                                        "not run", "needs root", present=False))
     findings += shm_features.findings() + proxy_features.findings()
     return {"kernel": platform.release(), "peer_queue": bound.to_dict(),
             "findings": [f.to_dict() for f in findings],
