@@ -14,13 +14,18 @@ BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC)) \
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_x86 -Ibuild/bpf -Ibpf
 BENCHES ?= podnet cni bgp accel proxy shm rcu
 
-.PHONY: setup system venv bpf demo test unit bench lint clean
+.PHONY: setup system guest-kernels venv bpf demo test unit bench lint clean
 
 setup: system venv bpf
 
 system:
 	@if [ "$$(id -u)" -eq 0 ]; then bash scripts/install-system-packages.sh; \
 	else echo "make: not root, skipping scripts/install-system-packages.sh"; fi
+
+# Debian's 6.1 and 6.12 kernels, booted in qemu guests by the conformance suite
+guest-kernels:
+	@if [ "$$(id -u)" -eq 0 ]; then bash scripts/install-guest-kernels.sh; \
+	else echo "make: not root, skipping scripts/install-guest-kernels.sh"; fi
 
 venv: $(STAMP)
 
@@ -50,7 +55,7 @@ demo: setup
 	$(BIN)/fastpath up
 	$(BIN)/fastpath check
 
-test: setup
+test: setup guest-kernels
 	$(BIN)/python -m pytest -q
 
 unit: venv

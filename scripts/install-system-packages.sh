@@ -24,6 +24,8 @@ packages=(
   podman runc
   # a static busybox: the rootfs of the image the CNI end-to-end test imports into podman
   busybox-static
+  # qemu guests for the kernel conformance suite (scripts/vm-run, under TCG)
+  qemu-system-x86
 )
 
 export DEBIAN_FRONTEND=noninteractive
