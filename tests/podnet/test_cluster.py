@@ -13,7 +13,7 @@ import pytest
 
 from fastpath import naming
 from fastpath.podnet import netns
-from tests.conftest import run_fastpath
+from tests.conftest import patience, run_fastpath
 
 pytestmark = pytest.mark.root
 
@@ -159,8 +159,11 @@ def test_node_add_del(cluster):
 
 
 def test_twenty_concurrent_pod_adds_get_distinct_ips(cluster):
+    # 20 processes start at once on two CPUs: each may wait for all of them to start
+    limit = patience(60, starts=20)
     with ThreadPoolExecutor(20) as ex:
-        outs = list(ex.map(lambda i: run_fastpath("pod", "add", "node1", "--json"), range(20)))
+        outs = list(ex.map(lambda i: run_fastpath("pod", "add", "node1", "--json",
+                                                  timeout=limit), range(20)))
     pods = [json.loads(o.stdout) for o in outs]
     ips = [p["ip"] for p in pods]
     assert len(set(ips)) == 20 and len({p["name"] for p in pods}) == 20

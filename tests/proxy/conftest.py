@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import patience
+
 
 def loop_addr() -> str:
     r = random.Random()
@@ -107,7 +109,8 @@ class Proxy:
         self.workers = workers
 
     def wait_ready(self, timeout: float = 10.0) -> dict:
-        deadline = time.monotonic() + timeout
+        # the master and each worker start, and every status poll is a process start too
+        deadline = time.monotonic() + patience(timeout, starts=self.workers + 3)
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"proxy exited: {self.log.read_text()}"
             st = self.status(check=False)

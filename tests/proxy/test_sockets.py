@@ -13,6 +13,7 @@ import time
 import pytest
 
 from fastpath.proxy.master import pid_alive
+from tests.conftest import patience
 from tests.proxy.conftest import connect, fd_count, recv_all
 
 
@@ -217,7 +218,7 @@ def test_reload_keeps_connections_and_refuses_bad_config(addr, backends, proxy):
     pids = sorted(p.worker_pids())
     p.cfg.write_text(cfg((addr, 9000), [be2.addr]))
     p.fastpath("proxy", "reload", "--name", p.name)
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + patience(3)  # the workers see the new table
     got = b""
     while time.monotonic() < deadline and got != b"two:":
         s = connect((addr, 9000))
@@ -234,8 +235,11 @@ def test_reload_keeps_connections_and_refuses_bad_config(addr, backends, proxy):
     # a change beyond backends: a new generation of workers, the old ones drain
     p.cfg.write_text(cfg((addr, 9000), [be1.addr], "    maxconn 500"))
     p.fastpath("proxy", "reload", "--name", p.name)
-    time.sleep(0.1)
+    deadline = time.monotonic() + patience(3, starts=2)  # a new generation of workers
     st = p.status()["proxies"][0]
+    while st["generation"] != gen0 + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        st = p.status()["proxies"][0]
     assert st["generation"] == gen0 + 1
     assert not set(w["pid"] for w in st["workers"] if w["generation"] == gen0 + 1) & set(pids)
     s = connect((addr, 9000))

@@ -6,6 +6,7 @@ import time
 
 from fastpath.proxy import sweep
 from fastpath.proxy.master import pid_alive, run_root
+from tests.conftest import patience
 from tests.proxy.conftest import Proxy, loop_addr
 
 
@@ -25,7 +26,7 @@ def test_sweep_stops_this_instances_proxies_only(tmp_path):
         removed = sweep.sweep()
         assert sum("proxy process" in r for r in removed) >= 1
         for pid in pids:
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + patience(5)  # SIGTERM, then the drain
             while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert not pid_alive(pid), pid

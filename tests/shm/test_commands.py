@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+from tests.conftest import patience
+
 
 def _recv(*argv):
     return subprocess.Popen([sys.executable, "-m", "fastpath", "shm", "recv", *argv],
@@ -17,7 +19,9 @@ def _recv(*argv):
 
 
 def _wait_for(path, proc):
-    for _ in range(200):
+    """Until the receiver (one process start) has bound its socket, or has exited."""
+    deadline = time.monotonic() + patience(5, starts=2)
+    while time.monotonic() < deadline:
         if os.path.exists(path) or proc.poll() is not None:
             return
         time.sleep(0.02)
@@ -82,7 +86,8 @@ def test_killed_receiver_leaves_no_socket_and_a_stale_one_is_reused(fastpath, so
     empty.write_bytes(b"")
     rx = _recv("--listen", sock_path, "--timeout", "30", "--json", "--out", str(tmp_path / "o"))
     try:
-        for _ in range(500):  # until the receiver listens where the stale socket was
+        deadline = time.monotonic() + patience(10, starts=2)
+        while time.monotonic() < deadline:  # until the receiver listens where the stale was
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
                 probe.connect(sock_path)  # the receiver sees a peer leave without sending
