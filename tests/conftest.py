@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from fastpath.kernel import cgroup2
+
 IS_ROOT = os.geteuid() == 0
 
 
@@ -48,22 +50,13 @@ def instance(monkeypatch, request) -> str:
         assert not left, f"test left fastpath objects behind: {left}"
 
 
-def cgroup2_root() -> str | None:
-    with open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 2 and parts[2] == "cgroup2":
-                return parts[1]
-    return None
-
-
 def residue(tag: str) -> list[str]:
     """Everything named fp-<tag>-... still on the machine."""
     scope = f"fp-{tag}-"
     left = []
     if os.path.isdir("/run/netns"):
         left += [f"netns {n}" for n in os.listdir("/run/netns") if n.startswith(scope)]
-    cg = cgroup2_root()
+    cg = cgroup2.mount_point()
     if cg and os.path.isdir(cg):
         left += [f"cgroup {n}" for n in os.listdir(cg) if n.startswith(scope)]
     if os.path.isdir(f"/sys/fs/bpf/fastpath/{tag}"):

@@ -49,7 +49,7 @@ class Node:
         return f"/run/netns/{self.netns}"
 
     def add_pod_netns(self) -> str:
-        from fastpath.podnet import netns
+        from fastpath.kernel import netns
         name = f"fp-{self.tag}-pod-{len(self.pods) + 1}"
         netns.create(name)
         self.pods.append(name)
@@ -156,7 +156,7 @@ def plugin_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def node(instance, tmp_path, plugin_dir, state_dir):
-    from fastpath.podnet import netns
+    from fastpath.kernel import netns
     name = f"fp-{instance}-host"
     netns.create(name)
     n = Node(tag=instance, netns=name, plugin=str(plugin_dir / "fastpath"), state_dir=str(state_dir),

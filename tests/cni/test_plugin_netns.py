@@ -120,7 +120,7 @@ def test_del_unknown_and_vanished_netns(anynode):
     pod = node.add_pod_netns()
     a = node.cni("ADD", netns=pod)
     assert a.rc == 0, a.out
-    from fastpath.podnet import netns
+    from fastpath.kernel import netns
     netns.delete(pod.split("/")[-1])
     node.pods.remove(pod.split("/")[-1])
     d = node.cni("DEL", netns=pod)

@@ -9,7 +9,8 @@ import pytest
 
 from fastpath import naming
 from fastpath.errors import AlreadyExists, NotFound
-from fastpath.podnet import attach, netfilter, netns
+from fastpath.kernel import netns
+from fastpath.podnet import attach, netfilter
 from fastpath.podnet.rtnl import Rtnl
 
 pytestmark = pytest.mark.root

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from fastpath import naming
-from fastpath.podnet import netns
+from fastpath.kernel import netns
 from tests.conftest import patience, run_fastpath
 
 pytestmark = pytest.mark.root

@@ -8,7 +8,7 @@ import pytest
 
 from fastpath import naming
 from fastpath.errors import AlreadyExists, NotFound, UsageError
-from fastpath.podnet import netns, routing
+from fastpath.kernel import netns, routing
 
 
 def test_names_are_file_names():

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from fastpath.proxy.master import pid_alive
+from fastpath.kernel import proc
 from tests.conftest import patience
 from tests.proxy.conftest import connect, fd_count, recv_all
 
@@ -368,9 +368,9 @@ def test_workers_follow_a_killed_master(addr, backends, proxy):
     p.proc.kill()
     p.proc.wait()
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(pid_alive(w) for w in pids):
+    while time.monotonic() < deadline and any(proc.alive(w) for w in pids):
         time.sleep(0.05)
-    assert not any(pid_alive(w) for w in pids)
+    assert not any(proc.alive(w) for w in pids)
 
 
 @pytest.mark.root

@@ -4,8 +4,9 @@ master and workers, removes the run dir; leaves other instances' proxies alone."
 import os
 import time
 
+from fastpath.kernel import proc
 from fastpath.proxy import sweep
-from fastpath.proxy.master import pid_alive, run_root
+from fastpath.proxy.master import run_root
 from tests.conftest import patience
 from tests.proxy.conftest import Proxy, loop_addr
 
@@ -27,9 +28,9 @@ def test_sweep_stops_this_instances_proxies_only(tmp_path):
         assert sum("proxy process" in r for r in removed) >= 1
         for pid in pids:
             deadline = time.monotonic() + patience(5)  # SIGTERM, then the drain
-            while pid_alive(pid) and time.monotonic() < deadline:
+            while proc.alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert not pid_alive(pid), pid
+            assert not proc.alive(pid), pid
         assert other.proc.poll() is None            # another instance's: untouched
         assert not list(run_root().glob("fp-*"))
         assert sweep.sweep() == []                   # idempotent

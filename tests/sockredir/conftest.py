@@ -37,7 +37,7 @@ def in_cgroup(path: str):
 
 @pytest.fixture
 def pods():
-    from fastpath.sockredir.netns import PodPair
+    from fastpath.podnet.pair import PodPair
     with PodPair(prefix="p", cidr=POD_CIDR) as pp:
         yield pp
 
@@ -59,7 +59,7 @@ def accel():
 def pair(family=socket.AF_INET, host="127.0.0.1", netns=None, server_addr=None,
          client_bind=None, client_netns=None):
     """A connected (client, server) pair; listener and client in the given netns."""
-    from fastpath.sockredir.netns import in_netns
+    from fastpath.kernel.netns import run_in as in_netns
 
     def mk_listener():
         return socket.create_server(server_addr or (host, 0), family=family)

@@ -77,7 +77,7 @@ def test_up_accel_exec_down(down, instance):
 
 def _ours() -> list[str]:
     from fastpath import naming
-    from fastpath.podnet import netns
+    from fastpath.kernel import netns
     return [n for n in netns.list_names() if naming.owned(n)]
 
 

@@ -131,7 +131,7 @@ class Topology:
         made in), so the SYN and the SYN-ACK both take the real path."""
         import socket
 
-        from fastpath.podnet.netns import Netns
+        from fastpath.kernel.netns import Netns
         s, d = self.pods[src], self.pods[dst]
         with Netns.open(d.netns) as nd, Netns.open(s.netns) as ns:
             srv = nd.socket(socket.AF_INET, socket.SOCK_STREAM)

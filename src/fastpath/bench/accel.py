@@ -20,7 +20,6 @@ measured side by side, not as absolute capacity.
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import json
 import os
@@ -30,6 +29,7 @@ import time
 
 from fastpath.bench.harness import BenchResult, cpus, interleave
 from fastpath.errors import FastpathError
+from fastpath.kernel.libc import setns_raw
 
 DESCRIPTION = "socket redirect vs the TCP stack: sockperf 64 B ping-pong, iperf3 bulk"
 CIDR = "10.244.80.0/24"
@@ -37,7 +37,6 @@ BULK_BYTES = 16384
 APPLY_BYTES = 1 << 20
 _P50 = re.compile(r"percentile 50\.000 =\s*([0-9.]+)")
 _P99 = re.compile(r"percentile 99\.000 =\s*([0-9.]+)")
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def add_arguments(p) -> None:
@@ -50,7 +49,7 @@ def add_arguments(p) -> None:
 def _preexec(netns: str, cpu: int, cgroup: str | None):
     def fn():
         fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-        if _libc.setns(fd, 0x40000000) != 0:
+        if setns_raw(fd):
             os._exit(120)
         os.close(fd)
         os.sched_setaffinity(0, {cpu})
@@ -131,7 +130,7 @@ class Bench:
 def run(args) -> BenchResult:
     from fastpath.sockredir import cgroup as CG
     from fastpath.sockredir import loader
-    from fastpath.sockredir.netns import PodPair
+    from fastpath.podnet.pair import PodPair
 
     b = Bench(args)
     rounds = args.rounds or (1 if args.quick else 3)

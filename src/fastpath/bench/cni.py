@@ -38,7 +38,7 @@ class _Node:
 
     def __init__(self, cpu: int) -> None:
         from fastpath import naming
-        from fastpath.podnet import netns
+        from fastpath.kernel import netns
         self.cpu = cpu
         self.tmp = tempfile.mkdtemp(prefix="fp-bench-cni-")
         self.host = naming.name("cnibench", "host")
@@ -72,7 +72,7 @@ class _Node:
 
     def _child(self) -> None:
         # As a runtime does: the plugin runs in the node's netns, on our CPU.
-        from fastpath.podnet.netns import setns
+        from fastpath.kernel.netns import setns
         os.sched_setaffinity(0, {self.cpu})
         setns(self.host_fd)
 
@@ -94,7 +94,7 @@ class _Node:
         return dt
 
     def close(self) -> None:
-        from fastpath.podnet import netns
+        from fastpath.kernel import netns
         if self.agent is not None and self.agent.poll() is None:
             self.agent.send_signal(signal.SIGTERM)
             try:

@@ -42,7 +42,8 @@ def _cni_env(cmd: str, cid: str, ns_path: str, cni_dir: str) -> dict:
 def run(args) -> BenchResult:
     from fastpath import naming
     from fastpath.errors import MissingDependency
-    from fastpath.podnet import attach, netfilter, netns, sysctl
+    from fastpath.kernel import netns
+    from fastpath.podnet import attach, netfilter, sysctl
     from fastpath.podnet.ipam import Ipam
     from fastpath.podnet.rtnl import Rtnl
 

@@ -11,7 +11,7 @@ Facts this relies on (BIRD 2.0.12, sysdep/unix/main.c):
   filter only refeeds routes (no session reset). A config BIRD rejects leaves the
   running one in place and BIRD answers with the file:line and reason.
 - BIRD stays in the network namespace it was started in: we enter the node's netns with
-  setns(2) in the child before exec (ctypes: os.setns arrived only in Python 3.12).
+  setns(2) in the child before exec (fastpath.kernel.libc: os.setns arrived in 3.12).
 
 Files of a node live in `<state dir>/bgp/<scope>/<node>.{conf,ctl,pid,log}`; a Unix
 socket path must fit sun_path (108 bytes with the NUL), checked up front.
@@ -19,7 +19,6 @@ socket path must fit sun_path (108 bytes with the NUL), checked up front.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import shutil
@@ -31,8 +30,10 @@ from pathlib import Path
 
 from fastpath import naming, state
 from fastpath.errors import ConfigError, FastpathError, KernelError, MissingDependency
+from fastpath.kernel import proc
+from fastpath.kernel.files import atomic_write
+from fastpath.kernel.libc import setns_raw
 
-CLONE_NEWNET = 0x40000000
 SUN_PATH_MAX = 107
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 3.0
@@ -79,14 +80,10 @@ class BirdPaths:
         return p
 
 
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
-
-
 def _enter_netns(fd: int) -> None:
     """In the forked child: join the node's network namespace (setns(2))."""
-    if _libc().setns(fd, CLONE_NEWNET) != 0:
-        e = ctypes.get_errno()
+    e = setns_raw(fd)
+    if e:
         os.write(2, f"setns: {os.strerror(e)}\n".encode())
         os._exit(126)
 
@@ -124,11 +121,9 @@ def _is_our_bird(pid: int, paths: BirdPaths) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().split(b"\0")
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            st = f.read().rsplit(b")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return False
-    if st == b"Z":
+    if not proc.alive(pid):  # BIRD daemonizes: a zombie of it may linger unreaped here
         return False
     return bool(argv) and os.path.basename(argv[0]) == b"bird" and os.fsencode(str(paths.ctl)) in argv
 
@@ -193,15 +188,12 @@ def reconfigure(node: str, text: str) -> str:
     prev = paths.conf.read_text() if paths.conf.exists() else None
     if prev == text:
         return "Nothing to do"
-    tmp = paths.conf.with_suffix(".conf.new")
-    tmp.write_text(text)
-    os.replace(tmp, paths.conf)
+    atomic_write(paths.conf, text)
     with BirdControl(str(paths.ctl)) as ctl:
         reply = ctl.command("configure")
     if not reply.ok:
         if prev is not None:
-            tmp.write_text(prev)
-            os.replace(tmp, paths.conf)
+            atomic_write(paths.conf, prev)
         raise BirdRejected(reply.message(), where=f"reconfigure bird of node {node}")
     return reply.message()
 
@@ -242,19 +234,9 @@ def stop(node: str, remove_files: bool = True) -> bool:
     return pid is not None
 
 
-def _alive(pid: int) -> bool:
-    """Whether pid runs (a zombie does not: BIRD daemonizes, so its parent is whatever
-    reaps orphans here, and a zombie may linger until that reaper runs)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
 def kill_pid(pid: int, paths: BirdPaths | None) -> None:
     """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns once the process is gone."""
-    check = (lambda: _is_our_bird(pid, paths)) if paths else (lambda: _alive(pid))
+    check = (lambda: _is_our_bird(pid, paths)) if paths else (lambda: proc.alive(pid))
     for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
         try:
             os.kill(pid, sig)

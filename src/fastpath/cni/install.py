@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 
+from fastpath.kernel.files import atomic_write
 from fastpath.errors import KernelError, MissingDependency, UsageError
 
 LAUNCHER = """#!{python} -IS
@@ -51,14 +52,9 @@ def launcher_text(python: str | None = None) -> str:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.fastpath-tmp"
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
+        atomic_write(path, text, mode=0o755)
     except OSError as e:
-        _unlink(tmp)
         raise KernelError.from_oserror(f"install {path}", e) from e
 
 

@@ -25,7 +25,7 @@ Decisions:
   since checking costs two iptables runs (10-50 ms). CHECK always looks for real.
 
 Failure injection for tests: FASTPATH_CNI_FAIL_AT=ipam|record makes ADD fail right after
-that step (fastpath.podnet.attach has its own, FASTPATH_PODNET_FAIL_AT).
+that step (fastpath.faults; podnet's steps: FASTPATH_PODNET_FAIL_AT).
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ import os
 import sys
 import time
 
+from fastpath import faults
 from fastpath.cni import config as cniconfig
 from fastpath.cni import result as cniresult
 from fastpath.cni import spec
 from fastpath.cni.spec import CniError
 from fastpath.errors import FastpathError, KernelError
 
-FAIL_ENV = "FASTPATH_CNI_FAIL_AT"
 NODE_CHECK_TTL = 30.0
 
 
@@ -85,11 +85,6 @@ def _conn():
     return c
 
 
-def _inject(step: str) -> None:
-    if os.environ.get(FAIL_ENV) == step:
-        raise KernelError("injected failure", op=f"CNI ADD step {step}")
-
-
 @contextlib.contextmanager
 def _scoped_environ(environ: dict[str, str], conf):
     """FASTPATH_* of the request (and the config's instance/stateDir) for its duration."""
@@ -117,7 +112,7 @@ def _labelled(ns, label: str):
     if not isinstance(ns, int) or isinstance(ns, bool):
         yield ns
         return
-    from fastpath.podnet.netns import Netns
+    from fastpath.kernel.netns import Netns
     n = Netns(os.dup(ns), label)
     try:
         yield n
@@ -259,7 +254,7 @@ def cmd_add(env, conf, host_ns, pod_ns):
                 ipam = Ipam(conn)
                 undo.append(lambda: ipam.release(owner))
                 address = f"{ipam.allocate_lease(conf.pod_cidr, owner).address}/32"
-            _inject("ipam")
+            faults.point("cni", "ipam", "CNI ADD")
             att = attach.attach(host, pod, host_ifname=host_link, address=address,
                                 ifname=env.ifname, mtu=conf.mtu)
             undo.append(lambda: attach.detach(host, host_ifname=host_link))
@@ -270,7 +265,7 @@ def cmd_add(env, conf, host_ns, pod_ns):
                 ips=[{"address": att.address, "gateway": att.gateway, "interface": 1}],
                 routes=[{"dst": "0.0.0.0/0", "gw": att.gateway}],
                 dns=conf.raw.get("dns") if isinstance(conf.raw.get("dns"), dict) else None)
-            _inject("record")
+            faults.point("cni", "record", "CNI ADD")
             store.put(Attachment(conf.name, env.container_id, env.ifname, att.address, host_link,
                                  env.netns, host.ns.inode()[1],
                                  conf.ipam["type"] if conf.delegated else None, own))
@@ -345,7 +340,7 @@ def cmd_check(env, conf, host_ns, pod_ns):
 
 def cmd_status(env, conf, host_ns, pod_ns):
     from fastpath.podnet import sysctl
-    from fastpath.podnet.netns import Netns
+    from fastpath.kernel.netns import Netns
     try:
         conn = _conn()
         if conf.delegated:

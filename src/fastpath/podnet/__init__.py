@@ -6,8 +6,9 @@ Seams other packages use:
 - `fastpath.podnet.attach`   wire / unwire / inspect ONE pod (fastpath pod add, the CNI plugin)
 - `fastpath.podnet.routing`  cross-node routing backends by name (static here; bgp elsewhere)
 - `fastpath.podnet.cluster`  the demo cluster's model and its state (nodes, pods)
-- `fastpath.podnet.netns`    open/create/delete netns without ever creating one by accident
 - `fastpath.podnet.rtnl`     an rtnetlink socket bound to one netns (reuse it across pods)
+
+Network namespaces themselves are shared plumbing (`fastpath.kernel.netns`).
 
 Inside: `plan` (pure: pod wiring, cluster layout), `netfilter` (FORWARD DROP + FP-FORWARD),
 `sysctl`, `build` (up / node / pod add-del with rollback), `check` (ICMP+TCP matrix),

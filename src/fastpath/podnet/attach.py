@@ -22,7 +22,7 @@ fails; since every host- and pod-side object hangs off the veth, the undo of the
 step (delete the veth) takes the rest with it, and we never delete something we did not
 make (a name collision fails before anything exists).
 
-Failure injection: FASTPATH_PODNET_FAIL_AT=<step> (one of STEPS) makes attach fail right
+Failure injection (fastpath.faults): FASTPATH_PODNET_FAIL_AT=<step> (one of STEPS) makes attach fail right
 after that step, as a kernel error would; tests use it to check the rollback.
 """
 
@@ -32,20 +32,16 @@ import os
 import socket
 from dataclasses import asdict, dataclass
 
+from fastpath import faults
 from fastpath.errors import AlreadyExists, FastpathError, KernelError, NotFound
 from fastpath.podnet.plan import PodWiring
 from fastpath.podnet.rtnl import Rtnl
 
 STEPS = ("veth", "host-up", "host-route", "pod-link", "pod-address", "pod-routes")
-FAIL_ENV = "FASTPATH_PODNET_FAIL_AT"
 IFF_UP = 1
 LOOPBACK_IFINDEX = 1
 IFA_F_NOPREFIXROUTE = 0x200
 NUD_PERMANENT = 0x80
-
-
-class InjectedFailure(KernelError):
-    """Raised by the failure-injection point (tests only)."""
 
 
 @dataclass(frozen=True)
@@ -62,11 +58,6 @@ class Attachment:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _inject(step: str) -> None:
-    if os.environ.get(FAIL_ENV) == step:
-        raise InjectedFailure("injected failure", op=f"attach step {step}")
 
 
 class _Borrowed:
@@ -122,14 +113,14 @@ def _attach(host: Rtnl, pod: Rtnl, w: PodWiring, undo: list) -> Attachment:
     if hidx is None:
         raise KernelError("veth vanished after creation", op=f"create veth {w.host_ifname}")
     undo.append(lambda: host.call(f"delete veth {w.host_ifname}", "link", "del", index=hidx))
-    _inject("veth")
+    faults.point("podnet", "veth", "attach")
 
     host.call(f"set {w.host_ifname} up", "link", "set", index=hidx, state="up")
-    _inject("host-up")
+    faults.point("podnet", "host-up", "attach")
     for r in w.host_routes():
         host.call(f"add route {r['dst']} dev {w.host_ifname}", "route", "add", dst=r["dst"],
                   oif=hidx, scope=253)  # RT_SCOPE_LINK
-    _inject("host-route")
+    faults.point("podnet", "host-route", "attach")
 
     plink = pod.link(w.ifname)
     if plink is None:
@@ -138,12 +129,12 @@ def _attach(host: Rtnl, pod: Rtnl, w: PodWiring, undo: list) -> Attachment:
     # lo is ifindex 1 in every netns (LOOPBACK_IFINDEX): registered first, never renumbered
     pod.call("set lo up", "link", "set", index=LOOPBACK_IFINDEX, state="up")
     pod.call(f"set {w.ifname} up", "link", "set", index=pidx, state="up")
-    _inject("pod-link")
+    faults.point("podnet", "pod-link", "attach")
     addr = {"index": pidx, "address": str(w.ip), "prefixlen": w.address.network.prefixlen}
     if w.noprefixroute:
         addr["flags"] = IFA_F_NOPREFIXROUTE
     pod.call(f"add address {w.address} to {w.ifname}", "addr", "add", **addr)
-    _inject("pod-address")
+    faults.point("podnet", "pod-address", "attach")
     pod.call(f"add neighbour {w.gateway}", "neigh", "add", dst=str(w.gateway), lladdr=w.host_mac,
              ifindex=pidx, state=NUD_PERMANENT)
     for r in w.pod_routes():
@@ -153,7 +144,7 @@ def _attach(host: Rtnl, pod: Rtnl, w: PodWiring, undo: list) -> Attachment:
         if "gateway" in r:
             kw["gateway"] = r["gateway"]
         pod.call(f"add route {r['dst']} in pod", "route", "add", **kw)
-    _inject("pod-routes")
+    faults.point("podnet", "pod-routes", "attach")
     return Attachment(host_ifname=w.host_ifname, host_ifindex=hidx, host_mac=w.host_mac,
                       ifname=w.ifname, ifindex=pidx, mac=plink.get("IFLA_ADDRESS") if plink else "",
                       address=str(w.address), gateway=str(w.gateway), mtu=w.mtu)

@@ -16,15 +16,16 @@ import os
 import signal
 import time
 
+from fastpath import faults
 from fastpath import naming, state
 from fastpath.errors import AlreadyExists, FastpathError, KernelError, NotFound, UsageError
 from fastpath.podnet import attach as _attach
 from fastpath.podnet import cluster as cl
-from fastpath.podnet import netfilter, netns, plan, routing, sysctl
+from fastpath.kernel import netns
+from fastpath.podnet import netfilter, plan, routing, sysctl
 from fastpath.podnet.ipam import Ipam
 from fastpath.podnet.rtnl import Rtnl
 
-FAIL_ENV = _attach.FAIL_ENV   # also: "underlay", "node", "routing" steps of `up`
 POD_NETNS_PART = "pod"
 
 
@@ -34,11 +35,6 @@ def pod_netns(pod: str) -> str:
 
 def pod_host_ifname(pod: str) -> str:
     return naming.link_name("pod", pod)
-
-
-def _inject(step: str) -> None:
-    if os.environ.get(FAIL_ENV) == step:
-        raise _attach.InjectedFailure("injected failure", op=f"up step {step}")
 
 
 class Undo:
@@ -108,21 +104,21 @@ class Builder:
         undo.push(self._forget_all)
         try:
             self._make_underlay(under_ns, bridge, undo)
-            _inject("underlay")
+            faults.point("podnet", "underlay", "up")
             for np in p.nodes:
                 node = cl.Node(name=np.name, index=np.index, netns=naming.name(np.name),
                                underlay_ip=str(np.underlay_ip), underlay_prefixlen=p.underlay.prefixlen,
                                underlay_ifname="eth0", bridge_port=naming.link_name("underlay", np.name),
                                pod_cidr=str(np.pod_cidr), router_id=np.router_id)
                 self._make_node(cl.load(self.conn), node, undo)
-                _inject("node")
+                faults.point("podnet", "node", "up")
             c = cl.load(self.conn)
             for pod_name, node_name in p.pods:
                 self._add_pod(c, node_name, pod_name, undo)
             c = cl.load(self.conn)
             backend.setup(c)
             undo.push(backend.teardown, c)
-            _inject("routing")
+            faults.point("podnet", "routing", "up")
             cl.set_phase(self.conn, "ready")
         except BaseException:
             undo.run()

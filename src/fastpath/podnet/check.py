@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from fastpath.errors import FastpathError
-from fastpath.podnet.netns import Netns
+from fastpath.kernel.netns import Netns
 
 WORKERS = 128  # threads mostly wait on the network; sockets per probe are cheap
 ICMP_ECHO_REQUEST = 8

@@ -264,7 +264,7 @@ def cmd_exec(args) -> int:
     import os
     from fastpath.errors import UsageError
     from fastpath.podnet import cluster
-    from fastpath.podnet.netns import Netns, setns
+    from fastpath.kernel.netns import Netns, setns
     argv = list(args.argv)
     if argv and argv[0] == "--":
         argv = argv[1:]

@@ -7,7 +7,8 @@ from fastpath.errors import FastpathError
 
 
 def inspect_cluster(c) -> dict:
-    from fastpath.podnet import attach, netfilter, netns
+    from fastpath.kernel import netns
+    from fastpath.podnet import attach, netfilter
     from fastpath.podnet.rtnl import Rtnl
     nodes: dict[str, list[str]] = {}
     pods: dict[str, list[str]] = {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import subprocess
 
 from fastpath.errors import KernelError, MissingDependency
-from fastpath.podnet.netns import Netns, NetnsSpec
+from fastpath.kernel.netns import Netns, NetnsSpec
 from fastpath.podnet.plan import POD_DEVGROUP
 
 FORWARD_CHAIN = "FP-FORWARD"

@@ -1,7 +1,7 @@
 """rtnetlink sockets bound to one netns, and netlink errors as fastpath errors.
 
 A netlink socket stays in the netns it was created in, so `Rtnl(ns)` makes its socket
-inside `ns` (fastpath.podnet.netns) and every request on it acts there: no setns per
+inside `ns` (fastpath.kernel.netns) and every request on it acts there: no setns per
 request, no forked helper. One Rtnl per netns is meant to be reused across many pods
 (a node's socket serves all its pods). Multicast groups are off: we only ask and answer.
 """
@@ -13,7 +13,7 @@ import os
 import socket
 
 from fastpath.errors import AlreadyExists, KernelError, NotFound
-from fastpath.podnet.netns import Netns, NetnsSpec
+from fastpath.kernel.netns import Netns, NetnsSpec
 
 NETLINK_ROUTE = 0
 

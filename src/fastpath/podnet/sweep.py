@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from fastpath import naming
-from fastpath.podnet import netns
+from fastpath.kernel import netns
 
 # netns names podnet makes: naming.name("underlay"), naming.name("nodeN"),
 # naming.name("pod", NAME), naming.name("bench-...") (nodes named by `node add NAME`

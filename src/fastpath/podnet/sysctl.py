@@ -1,10 +1,10 @@
 """sysctls of one netns: /proc/sys/net follows the netns of the thread that opens the file,
-so we step into the netns (fastpath.podnet.netns.entered), open, and step back."""
+so we step into the netns (fastpath.kernel.netns.entered), open, and step back."""
 
 from __future__ import annotations
 
 from fastpath.errors import KernelError
-from fastpath.podnet.netns import Netns, NetnsSpec, entered
+from fastpath.kernel.netns import Netns, NetnsSpec, entered
 
 
 def _path(key: str) -> str:

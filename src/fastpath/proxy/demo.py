@@ -17,8 +17,9 @@ import subprocess
 import sys
 import time
 
+from fastpath.kernel import proc
 from fastpath.errors import AlreadyExists, FastpathError, UsageError
-from fastpath.proxy.master import pid_alive, run_dir
+from fastpath.proxy.master import run_dir
 
 DEFAULT_VIP = "10.96.0.10"
 DEFAULT_PORT = 80
@@ -37,7 +38,7 @@ def _running(name: str) -> int | None:
         m = json.loads((run_dir(name) / "master.json").read_text())
     except (OSError, ValueError):
         return None
-    return m["pid"] if pid_alive(m.get("pid", 0)) else None
+    return m["pid"] if proc.alive(m.get("pid", 0)) else None
 
 
 def _probe(pod_netns: str, vip: str, port: int, wrap: list[str], tries: int = 40) -> str:

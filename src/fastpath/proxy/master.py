@@ -36,6 +36,9 @@ from pathlib import Path
 
 from fastpath import naming, state
 from fastpath.errors import AlreadyExists, FastpathError, KernelError, NotFound
+from fastpath.kernel import netns, proc
+from fastpath.kernel.files import atomic_write
+from fastpath.kernel.libc import libc
 from fastpath.proxy import config as configmod
 from fastpath.proxy.config import ProxyConfig
 
@@ -51,25 +54,8 @@ def run_dir(name: str) -> Path:
     return run_root() / naming.name("proxy", name)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie is not alive for our purposes
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1))
 
 
 def make_listener(addr: tuple[str, int]) -> socket.socket:
@@ -98,30 +84,13 @@ def _backends_only(old: ProxyConfig, new: ProxyConfig) -> bool:
 
 
 def enter_netns(name: str) -> None:
-    """Move this process into the named network namespace before any socket exists
-    (setns(2) with CLONE_NEWNET on /run/netns/NAME, as `ip netns exec` does)."""
-    import ctypes
-    path = f"/run/netns/{name}"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise NotFound(f"network namespace {name!r} does not exist ({path})") from None
-    except OSError as e:
-        raise KernelError.from_oserror(f"open {path}", e) from None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-            err = ctypes.get_errno()
-            raise KernelError(os.strerror(err), op=f"enter network namespace {name}", errno=err)
-    finally:
-        os.close(fd)
+    """Move this process into the named network namespace before any socket exists."""
+    netns.join(name)
 
 
 def _die_with_parent(master: int) -> None:
     """A worker gets SIGTERM (and drains) when its master dies, even by SIGKILL
     (prctl(2) PR_SET_PDEATHSIG), so no orphan keeps serving an old config."""
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
     if os.getppid() != master:  # the master died before prctl: no signal will come
         os.kill(os.getpid(), signal.SIGTERM)
@@ -189,7 +158,7 @@ class Master:
                 old = json.loads(mj.read_text())
             except ValueError:
                 old = {}
-            if old.get("pid") and old["pid"] != os.getpid() and pid_alive(old["pid"]):
+            if old.get("pid") and old["pid"] != os.getpid() and proc.alive(old["pid"]):
                 raise AlreadyExists(f"proxy {self.name!r} is already running (pid {old['pid']})",
                                     hint="fastpath proxy stop, or use --name")
         for f in self.dir.glob("worker-*.json"):

@@ -45,7 +45,11 @@ class PipeOps:
 
 class Pipe:
     """One pipe: `r`, `w` fds, `size` (its capacity), `fill` (bytes in it, kept by the
-    forwarder from splice's return values: the kernel has no cheap way to ask)."""
+    forwarder from splice's return values: the kernel has no cheap way to ask).
+
+    Two bare ints, not kernel.fd.Fd holders: the forwarder hands them to splice(2) on every
+    call of the hot loop, and closing goes through the swappable PipeOps. The rule is the
+    same: close() closes each once and sets it to -1."""
 
     __slots__ = ("r", "w", "size", "fill", "idle_since")
 

@@ -9,8 +9,9 @@ import signal
 import time
 from pathlib import Path
 
+from fastpath.kernel import proc
 from fastpath.errors import ConfigError, FastpathError, NotFound
-from fastpath.proxy.master import pid_alive, run_dir, run_root
+from fastpath.proxy.master import run_dir, run_root
 
 PIPE_KEYS = ("created", "reused", "closed", "closed_dirty", "closed_idle", "failed",
              "resize_failed", "in_use", "free")
@@ -30,7 +31,7 @@ def _refresh(d: Path, timeout: float = 1.0) -> None:
     asked = []
     for f in d.glob("worker-*.json"):
         w = _read(f)
-        if w and pid_alive(w.get("pid", 0)):
+        if w and proc.alive(w.get("pid", 0)):
             try:
                 os.kill(w["pid"], signal.SIGUSR1)
                 asked.append(f)
@@ -45,13 +46,13 @@ def _refresh(d: Path, timeout: float = 1.0) -> None:
 
 def _proxy(d: Path) -> dict | None:
     m = _read(d / "master.json")
-    if not m or not pid_alive(m.get("pid", 0)):
+    if not m or not proc.alive(m.get("pid", 0)):
         return None
     _refresh(d)
     workers = []
     for f in sorted(d.glob("worker-*.json")):
         w = _read(f)
-        if w and pid_alive(w.get("pid", 0)):
+        if w and proc.alive(w.get("pid", 0)):
             workers.append(w)
     pipes = {k: sum(w["pipes"].get(k, 0) for w in workers) for k in PIPE_KEYS}
     counters: dict[str, int] = {}
@@ -128,7 +129,7 @@ def render(data: dict):
 
 def _master(name: str) -> dict:
     m = _read(run_dir(name) / "master.json")
-    if not m or not pid_alive(m.get("pid", 0)):
+    if not m or not proc.alive(m.get("pid", 0)):
         raise NotFound(f"no proxy named {name!r} is running")
     return m
 
@@ -157,7 +158,7 @@ def stop(name: str, timeout: float = 40.0) -> dict:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not pid_alive(pid):
+        if not proc.alive(pid):
             return {"name": name, "pid": pid, "stopped": True}
         time.sleep(0.05)
     raise FastpathError(f"proxy {name!r} (pid {pid}) still running after {timeout:.0f}s",

@@ -15,8 +15,9 @@ import shutil
 import signal
 import time
 
+from fastpath.kernel import proc
 from fastpath import naming
-from fastpath.proxy.master import pid_alive, run_root
+from fastpath.proxy.master import run_root
 
 
 def _proxy_pids() -> list[int]:
@@ -53,17 +54,17 @@ def sweep() -> list[str]:
         except (OSError, ValueError, KeyError):
             pass
     pids.update(_proxy_pids())
-    pids = {p for p in pids if pid_alive(p)}
+    pids = {p for p in pids if proc.alive(p)}
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(proc.alive(p) for p in pids):
         time.sleep(0.05)
     for pid in pids:
-        if pid_alive(pid):
+        if proc.alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -34,6 +34,7 @@ import struct
 import time
 from dataclasses import replace
 
+from fastpath.kernel.files import atomic_write
 from fastpath.proxy import forward
 from fastpath.proxy.accel import AccelProbe
 from fastpath.proxy.balance import Backend, Balancer
@@ -484,11 +485,8 @@ class Worker:
     def publish(self) -> None:
         if not self.status_path:
             return
-        tmp = f"{self.status_path}.tmp"
         try:
-            with open(tmp, "w") as f:
-                json.dump(self.status(), f)
-            os.replace(tmp, self.status_path)
+            atomic_write(self.status_path, json.dumps(self.status()))
         except OSError:
             pass  # out of fds right now: the next publish catches up
 

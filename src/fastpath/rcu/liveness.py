@@ -14,21 +14,12 @@ from __future__ import annotations
 
 import threading
 
-
-def _stat(tid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{tid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    return data[data.rindex(b")") + 2:].decode().split()
+from fastpath.kernel import proc
 
 
 def starttime(tid: int) -> int | None:
     """Start time of thread `tid` in clock ticks since boot, None when it does not exist."""
-    f = _stat(tid)
-    return int(f[19]) if f else None
+    return proc.starttime(tid)
 
 
 def self_starttime() -> tuple[int, int]:
@@ -41,7 +32,7 @@ def self_starttime() -> tuple[int, int]:
 
 def alive(tid: int, start: int) -> bool:
     """Whether the thread that registered as (tid, start) still runs (not zombie, not reused)."""
-    f = _stat(tid)
+    f = proc.stat_fields(tid)
     if f is None or f[0] in ("Z", "X", "x"):
         return False
     return int(f[19]) == start

@@ -15,6 +15,8 @@ import re
 import time
 from pathlib import Path
 
+from fastpath.kernel import proc
+from fastpath.kernel.files import atomic_write
 from fastpath import state
 from fastpath.errors import KernelError, NotFound, UsageError
 
@@ -31,10 +33,8 @@ def register(name: str, pid: int, fd: int, size: int, kind: str = "table") -> Pa
     d = table_dir()
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = d / f"{kind}-{name}.json"
-    tmp = d / f".{kind}-{name}.{pid}.tmp"
-    tmp.write_text(json.dumps({"kind": kind, "name": name, "pid": pid, "fd": fd, "size": size,
-                               "started": time.time()}))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps({"kind": kind, "name": name, "pid": pid, "fd": fd,
+                                   "size": size, "started": time.time()}))
     return path
 
 
@@ -45,16 +45,6 @@ def unregister(path: Path) -> None:
             path.unlink()
     except (FileNotFoundError, ValueError):
         pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def tables(kind: str | None = None) -> list[dict]:
@@ -68,7 +58,7 @@ def tables(kind: str | None = None) -> list[dict]:
             note = json.loads(p.read_text())
         except (OSError, ValueError):
             continue
-        if _alive(int(note.get("pid", 0))) and os.path.exists(f"/proc/{note['pid']}/fd/{note['fd']}"):
+        if proc.alive(int(note.get("pid", 0))) and os.path.exists(f"/proc/{note['pid']}/fd/{note['fd']}"):
             if kind is None or note.get("kind", "table") == kind:
                 out.append(note)
         else:

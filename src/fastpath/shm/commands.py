@@ -146,18 +146,11 @@ def _terminated(signum, frame):
 
 
 def _write_out(path: str, payload: memoryview, KernelError) -> None:
-    import os
+    from fastpath.kernel.files import atomic_write
 
-    tmp = f"{path}.tmp"
     try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
+        atomic_write(path, payload)
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise KernelError.from_oserror(f"write {path}", e) from e
 
 

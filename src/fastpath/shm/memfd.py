@@ -22,6 +22,7 @@ import mmap
 import os
 
 from fastpath.errors import KernelError
+from fastpath.kernel.fd import Fd
 
 MFD_CLOEXEC = getattr(os, "MFD_CLOEXEC", 0x0001)
 MFD_ALLOW_SEALING = getattr(os, "MFD_ALLOW_SEALING", 0x0002)
@@ -76,7 +77,7 @@ class Region:
     """
 
     def __init__(self, fd: int, size: int, *, writable: bool = True, populate: bool = False) -> None:
-        self.fd = fd
+        self._owned = Fd(fd, "memfd")
         self.size = size
         self.writable = writable
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
@@ -84,6 +85,7 @@ class Region:
         try:
             self._map = mmap.mmap(fd, size, flags=flags, prot=prot) if size else None
         except OSError as e:
+            self._owned.detach()  # not ours yet: the caller closes it on failure
             raise KernelError.from_oserror(f"mmap memfd {size} bytes", e) from e
         self.buf = memoryview(self._map) if self._map is not None else memoryview(b"")
 
@@ -155,12 +157,16 @@ class Region:
         self._map = mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED, prot=prot) if self.size else None
         self.buf = memoryview(self._map) if self._map is not None else memoryview(b"")
 
+    @property
+    def fd(self) -> int:
+        """The memfd's number, -1 once closed."""
+        return self._owned.fd
+
     def close(self) -> None:
-        if self.fd < 0:
+        if self._owned.fd < 0:
             return
         self._unmap()
-        fd, self.fd = self.fd, -1
-        os.close(fd)
+        self._owned.close()
 
     def __enter__(self) -> "Region":
         return self

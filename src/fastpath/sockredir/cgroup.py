@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 
 from fastpath import naming
-from fastpath.errors import KernelError, MissingDependency, NotFound, UsageError, kernel_call
+from fastpath.errors import KernelError, NotFound, UsageError, kernel_call
+from fastpath.kernel import cgroup2
 
 ACCEL_PART = "accel"
 
 
 def root() -> str:
-    """The cgroup2 mount point, from /proc/mounts (here /sys/fs/cgroup/unified)."""
-    with open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 2 and parts[2] == "cgroup2":
-                return parts[1]
-    raise MissingDependency("no cgroup2 hierarchy is mounted", op="find cgroup2",
-                            hint="mount -t cgroup2 none /sys/fs/cgroup/unified")
+    """The cgroup2 mount point (here /sys/fs/cgroup/unified; /sys/fs/cgroup in the guests)."""
+    return cgroup2.root()
 
 
 def default_path() -> str:
@@ -100,6 +96,5 @@ def remove(path: str) -> list[str]:
                     move(pid, parent)
                 except KernelError:
                     pass
-            import time
             time.sleep(0.05)
     raise KernelError("still busy", op=f"remove cgroup {path}", errno=errno.EBUSY)

@@ -8,7 +8,7 @@ Kernel and library facts this module relies on:
   VerifierRejected carrying it.
 - Percpu map values are read as one value per *possible* CPU, each rounded up to 8 bytes.
 
-Every fd is owned by an `Fd` that closes once and forgets its number (fd = -1).
+Every fd is owned by a kernel.fd.Fd that closes once and forgets its number (fd = -1).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import threading
 
 from fastpath.errors import KernelError, KernelUnsupported, MissingDependency
+from fastpath.kernel.fd import Fd
 
 # enum bpf_attach_type (include/uapi/linux/bpf.h)
 BPF_CGROUP_SOCK_OPS = 3
@@ -130,36 +131,6 @@ def _check(op: str, rc: int) -> int:
     if rc < 0:
         raise KernelError(os.strerror(-rc), op=op, errno=-rc)
     return rc
-
-
-class Fd:
-    """An owned file descriptor: closes once, then holds -1."""
-
-    def __init__(self, fd: int, what: str = "") -> None:
-        self.fd = fd
-        self.what = what
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-    def fileno(self) -> int:
-        if self.fd < 0:
-            raise ValueError(f"{self.what or 'fd'} is closed")
-        return self.fd
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def obj_get(path: str) -> Fd:

@@ -25,6 +25,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastpath.kernel.fd import Fd
 from fastpath import naming
 from fastpath.errors import AlreadyExists, KernelError, MissingDependency, NotFound
 from fastpath.sockredir import features as F
@@ -238,8 +239,8 @@ def enable(cgroup_path: str, extra_local: list, config: dict | None = None,
         objs += [ops, msg]
 
         local = LocalNets(
-            B.KernelMap(B.Fd(os.dup(ops.map_fd("fp_local4"))), K.LPM4.size, 4, "fp_local4"),
-            B.KernelMap(B.Fd(os.dup(ops.map_fd("fp_local6"))), K.LPM6.size, 4, "fp_local6"))
+            B.KernelMap(Fd(os.dup(ops.map_fd("fp_local4"))), K.LPM4.size, 4, "fp_local4"),
+            B.KernelMap(Fd(os.dup(ops.map_fd("fp_local6"))), K.LPM6.size, 4, "fp_local6"))
         nets = sorted(set(node_prefixes()) | set(extra_local), key=lambda n: (n.version, n))
         for n in nets:
             local.add(n)
@@ -247,7 +248,7 @@ def enable(cgroup_path: str, extra_local: list, config: dict | None = None,
             mm.close()
         cfg = {**dict.fromkeys(K.CONFIG_FIELDS, 0), "max_queued": DEFAULT_MAX_QUEUED,
                **(config or {})}
-        with B.Fd(os.dup(ops.map_fd("fp_config"))) as cfd:
+        with Fd(os.dup(ops.map_fd("fp_config"))) as cfd:
             B.KernelMap(cfd, 4, K.CONFIG.size, "fp_config").update(ZERO, K.pack_config(**cfg))
 
         sockhash_fd = ops.map_fd("fp_sockhash")
@@ -271,7 +272,7 @@ def enable(cgroup_path: str, extra_local: list, config: dict | None = None,
         owned = cgroup_path == CG.default_path()
         made = CG.create(cgroup_path) if owned else False
         created = owned
-        cg_fd = B.Fd(os.open(cgroup_path, os.O_RDONLY | os.O_DIRECTORY), cgroup_path)
+        cg_fd = Fd(os.open(cgroup_path, os.O_RDONLY | os.O_DIRECTORY), cgroup_path)
         B.prog_attach(ops.prog_fd("fp_sockops"), cg_fd.fileno(), B.BPF_CGROUP_SOCK_OPS,
                       f"sockops to cgroup {cgroup_path}")
         attached_ops = True
@@ -377,7 +378,7 @@ def detach_from(cgroup_path: str, prog_fd: int) -> bool:
     """Detach our sockops from a cgroup; False if it was not attached there."""
     if not os.path.isdir(cgroup_path):
         return False
-    with B.Fd(os.open(cgroup_path, os.O_RDONLY | os.O_DIRECTORY), cgroup_path) as cg:
+    with Fd(os.open(cgroup_path, os.O_RDONLY | os.O_DIRECTORY), cgroup_path) as cg:
         try:
             B.prog_detach(prog_fd, cg.fileno(), B.BPF_CGROUP_SOCK_OPS,
                           f"sockops from cgroup {cgroup_path}")
@@ -391,7 +392,7 @@ def detach_from(cgroup_path: str, prog_fd: int) -> bool:
 def attached_ids(cgroup_path: str) -> list[int]:
     if not os.path.isdir(cgroup_path):
         return []
-    with B.Fd(os.open(cgroup_path, os.O_RDONLY | os.O_DIRECTORY), cgroup_path) as cg:
+    with Fd(os.open(cgroup_path, os.O_RDONLY | os.O_DIRECTORY), cgroup_path) as cg:
         return B.prog_query(cg.fileno(), B.BPF_CGROUP_SOCK_OPS, cgroup_path)
 
 

@@ -25,6 +25,7 @@ import struct
 import threading
 import time
 
+from fastpath.kernel.fd import Fd
 from fastpath.sockredir import keys as K
 
 SO_COOKIE = 57
@@ -127,7 +128,7 @@ def _map_fd_by_id(map_id: int):
     f = L.bpf_map_get_fd_by_id
     f.restype, f.argtypes = ctypes.c_int, [ctypes.c_uint32]
     fd = f(map_id)
-    return B.Fd(fd, f"map {map_id}") if fd >= 0 else None
+    return Fd(fd, f"map {map_id}") if fd >= 0 else None
 
 
 def _map_name(fd: int) -> bytes:

@@ -29,9 +29,10 @@ import termios
 import threading
 import time
 
+from fastpath.kernel.fd import Fd
 from fastpath import naming
 from fastpath.errors import KernelError
-from fastpath.podnet import netns as NS
+from fastpath.kernel import netns as NS
 from fastpath.sockredir import cgroup as CG
 from fastpath.sockredir import features as F
 from fastpath.sockredir import keys as K
@@ -64,12 +65,12 @@ def run(bound: F.QueueBound, deadline: float = DEFAULT_DEADLINE) -> Verdict:
         undo.callback(ops.close)
         undo.callback(msg.close)
         cfg = {**dict.fromkeys(K.CONFIG_FIELDS, 0), "max_queued": SELFTEST_MAX_QUEUED}
-        with B.Fd(os.dup(ops.map_fd("fp_config"))) as cfd:
+        with Fd(os.dup(ops.map_fd("fp_config"))) as cfd:
             B.KernelMap(cfd, 4, K.CONFIG.size, "fp_config").update(loader.ZERO,
                                                                    K.pack_config(**cfg))
         B.prog_attach(msg.prog_fd("fp_sk_msg"), ops.map_fd("fp_sockhash"),
                       B.BPF_SK_MSG_VERDICT, "self-test sk_msg to its sockhash")
-        cg_fd = undo.enter_context(B.Fd(os.open(cg_path, os.O_RDONLY | os.O_DIRECTORY),
+        cg_fd = undo.enter_context(Fd(os.open(cg_path, os.O_RDONLY | os.O_DIRECTORY),
                                         cg_path))
         B.prog_attach(ops.prog_fd("fp_sockops"), cg_fd.fileno(), B.BPF_CGROUP_SOCK_OPS,
                       f"self-test sockops to {cg_path}")
@@ -149,7 +150,7 @@ def _child(w: int, cg_path: str, ns_path: str, counters_fd: int, bound: F.QueueB
     finally:
         os.close(fd)
     _loopback_up()
-    counters = Counters(B.KernelMap(B.Fd(os.dup(counters_fd), "fp_counters"), 4,
+    counters = Counters(B.KernelMap(Fd(os.dup(counters_fd), "fp_counters"), 4,
                                     K.COUNTERS.size * B.possible_cpus(), "fp_counters"),
                         B.possible_cpus())
     checks = [("redirected", lambda: _redirected(counters)),

@@ -174,7 +174,7 @@ def _pump(sock: socket.socket, out: Stream, chk: Checker, deadline: float,
 # --- worker: runs in the accel cgroup -------------------------------------------------
 
 def _worker(spec: dict) -> dict:
-    from fastpath.sockredir.netns import in_netns
+    from fastpath.kernel.netns import run_in as in_netns
     from fastpath.sockredir.query import is_accelerated
 
     rng = random.Random(spec["seed"])
@@ -414,7 +414,7 @@ def run(seconds: float = 30.0, connections: int = 24, max_size: int = 4 << 20,
     from fastpath.errors import AlreadyExists
     from fastpath.sockredir import cgroup as CG
     from fastpath.sockredir import loader
-    from fastpath.sockredir.netns import PodPair
+    from fastpath.podnet.pair import PodPair
 
     if loader.is_enabled():
         raise AlreadyExists("accel is enabled in this instance; the torture test toggles it "

@@ -22,37 +22,25 @@ also much faster than pyroute2's own way (a forked child per socket).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
+import fcntl
 import os
 import socket
 import threading
 
 from fastpath.errors import KernelError, NotFound, UsageError
+from fastpath.kernel.fd import Fd
+from fastpath.kernel.libc import CLONE_NEWNET, check, libc
 
 NETNS_RUN_DIR = "/run/netns"
-CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
 MS_REC = 16384
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
 
-# libc through the process's own symbols: find_library("c") would run ldconfig (~40 ms on
-# every start, measured on the CNI no-agent path). os.setns/os.unshare arrive in 3.12.
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
-_libc.unshare.argtypes = (ctypes.c_int,)
-_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_void_p)
-_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
 _run_dir_lock = threading.Lock()
 _run_dir_ready = False
-
-
-def _check(rc: int, op: str) -> None:
-    if rc != 0:
-        e = ctypes.get_errno()
-        raise KernelError(os.strerror(e), op=op, errno=e)
+_check = check
 
 
 NS_GET_NSTYPE = 0xB703  # ioctl_ns(2): the CLONE_NEW* type of an nsfs fd (Linux 4.11)
@@ -60,7 +48,6 @@ NS_GET_NSTYPE = 0xB703  # ioctl_ns(2): the CLONE_NEW* type of an nsfs fd (Linux 
 
 def nstype(fd: int) -> int | None:
     """CLONE_NEWNET for a network namespace fd; None for anything that is no namespace."""
-    import fcntl
     try:
         return fcntl.ioctl(fd, NS_GET_NSTYPE)
     except OSError:
@@ -68,7 +55,7 @@ def nstype(fd: int) -> int | None:
 
 
 def setns(fd: int, op: str = "setns") -> None:
-    _check(_libc.setns(fd, CLONE_NEWNET), op)
+    _check(libc.setns(fd, CLONE_NEWNET), op)
 
 
 def path_of(name: str) -> str:
@@ -100,8 +87,8 @@ def list_names() -> list[str]:
         return []
 
 
-class Netns:
-    """An open netns file descriptor, owned: closed once, then -1.
+class Netns(Fd):
+    """An open netns file descriptor, owned (kernel.fd.Fd): closed once, then -1.
 
     `Netns.open(spec)` takes what callers have: None (this thread's current netns), a name
     under /run/netns, a path (/run/netns/x, /proc/PID/ns/net: CNI_NETNS), or an open fd
@@ -109,11 +96,14 @@ class Netns:
     It never creates anything.
     """
 
-    __slots__ = ("fd", "label")
+    __slots__ = ()
 
     def __init__(self, fd: int, label: str) -> None:
-        self.fd = fd
-        self.label = label
+        super().__init__(fd, label)
+
+    @property
+    def label(self) -> str:
+        return self.what
 
     @classmethod
     def open(cls, spec: "NetnsSpec") -> "Netns":
@@ -148,20 +138,8 @@ class Netns:
             raise
         return cls(fd, label)
 
-    def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
-
     def __enter__(self) -> "Netns":
         return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
 
     def inode(self) -> tuple[int, int]:
         st = os.fstat(self.fd)
@@ -196,7 +174,7 @@ def entered(ns: Netns):
             yield ns
         finally:
             # Failing to return would leave this thread in the wrong netns: never carry on.
-            if _libc.setns(home, CLONE_NEWNET) != 0:
+            if libc.setns(home, CLONE_NEWNET) != 0:
                 os.abort()
     finally:
         os.close(home)
@@ -210,10 +188,10 @@ def _prepare_run_dir() -> None:
             return
         os.makedirs(NETNS_RUN_DIR, mode=0o755, exist_ok=True)
         d = NETNS_RUN_DIR.encode()
-        if _libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None) != 0:
+        if libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None) != 0:
             # Not a mount point yet: bind it onto itself, then share.
-            _check(_libc.mount(d, d, b"none", MS_BIND | MS_REC, None), f"bind mount {NETNS_RUN_DIR}")
-            _check(_libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None), f"share {NETNS_RUN_DIR}")
+            _check(libc.mount(d, d, b"none", MS_BIND | MS_REC, None), f"bind mount {NETNS_RUN_DIR}")
+            _check(libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None), f"share {NETNS_RUN_DIR}")
         _run_dir_ready = True
 
 
@@ -231,12 +209,12 @@ def create(name: str) -> None:
     try:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _check(_libc.unshare(CLONE_NEWNET), f"create netns {name}")
+            _check(libc.unshare(CLONE_NEWNET), f"create netns {name}")
             try:
-                _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
+                _check(libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
                        f"create netns {name}")
             finally:
-                if _libc.setns(home, CLONE_NEWNET) != 0:
+                if libc.setns(home, CLONE_NEWNET) != 0:
                     os.abort()
         finally:
             os.close(home)
@@ -251,7 +229,7 @@ def delete(name: str) -> bool:
     path = path_of(name)
     if not os.path.lexists(path):
         return False
-    _libc.umount2(path.encode(), MNT_DETACH)  # EINVAL: not mounted (a half-made one); unlink anyway
+    libc.umount2(path.encode(), MNT_DETACH)  # EINVAL: not mounted (a half-made one); unlink anyway
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -259,6 +237,34 @@ def delete(name: str) -> bool:
     except OSError as e:
         raise KernelError.from_oserror(f"delete netns {name}", e) from e
     return True
+
+
+def join(spec: "NetnsSpec") -> None:
+    """Move the calling thread into a netns for good, as `ip netns exec` does: for a
+    process that joins before it starts threads or opens sockets (a proxy in a node)."""
+    with Netns.open(spec) as ns:
+        setns(ns.fd, f"enter netns {ns.label}")
+
+
+def run_in(spec: "NetnsSpec", fn, *args):
+    """fn(*args) inside a netns, from a short-lived thread of its own, and its result (or
+    its exception, raised here). The calling thread never moves: one process can own
+    sockets in several namespaces (each stays where it was created)."""
+    out: dict = {}
+
+    def body():
+        try:
+            with Netns.open(spec) as ns, entered(ns):
+                out["v"] = fn(*args)
+        except BaseException as e:  # re-raised in the caller
+            out["e"] = e
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    if "e" in out:
+        raise out["e"]
+    return out.get("v")
 
 
 def pids_in(ns: Netns) -> list[int]:
