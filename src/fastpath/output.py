@@ -6,14 +6,18 @@ and tables by two code paths of their own.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
 
 
 def add_json_flag(parser) -> None:
     """`--json` on a subcommand; the top-level `fastpath --json CMD` works too."""
-    import argparse
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print the result as JSON")
 
@@ -28,13 +32,11 @@ def print_json(data: Any, file=None) -> None:
 
 
 def console(stderr: bool = False):
-    from rich.console import Console
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]):
     """A rich Table with `columns` and `rows` (cells turned to str; None shows as '-')."""
-    from rich.table import Table
     t = Table(title=title, title_justify="left", header_style="bold")
     for c in columns:
         t.add_column(c)

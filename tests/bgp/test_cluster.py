@@ -81,7 +81,8 @@ def test_up_add_del_faults_down(fastpath, cluster, instance):
     wait_for(lambda: no_route_to(fastpath, cidr3, ["node1", "node4"]), 3 + 3)
     assert fastpath("check", "--timeout", "0.5", check=False).returncode == 1
     # what `fastpath trace` asks the routing backend when a cross-node route is missing
-    from fastpath.podnet import cluster as podnet_cluster, routing
+    from fastpath.podnet import cluster as podnet_cluster
+    from fastpath.podnet import routing
     c = podnet_cluster.load()
     why = routing.get(c.routing).explain_missing_route(c, c.node("node1"), c.node("node3"), "x")
     assert why.startswith("BGP session node1 -> node3 is down"), why

@@ -46,7 +46,8 @@ def test_peer_gone():
 
 def test_since_with_milliseconds_and_errors():
     r = parse_lines(["2002-Name       Proto      Table      State  Since         Info",
-                     "1002-fp_peer_node2 BGP        ---        start  2026-11-22 11:10:19.896  Idle          Received: Hold timer expired",
+                     "1002-fp_peer_node2 BGP        ---        start  2026-11-22 11:10:19.896  Idle"
+                     "          Received: Hold timer expired",
                      "1006-  BGP state:          Idle",
                      "    Neighbor address: 10.237.0.2",
                      "    Last error:       Received: Hold timer expired",

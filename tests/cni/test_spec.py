@@ -7,8 +7,15 @@ import pytest
 from fastpath.cni import spec
 from fastpath.cni.delegate import DelegateError
 from fastpath.cni.spec import CniError, error_from_exception, parse_env
-from fastpath.errors import (AlreadyExists, ConfigError, FastpathError, KernelError,
-                             MissingDependency, NotFound, UsageError)
+from fastpath.errors import (
+    AlreadyExists,
+    ConfigError,
+    FastpathError,
+    KernelError,
+    MissingDependency,
+    NotFound,
+    UsageError,
+)
 from fastpath.state import StateLocked
 
 ADD = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "abc123", "CNI_NETNS": "/run/netns/x",

@@ -36,7 +36,8 @@ def test_attach_inspect_detach_by_name_path_and_fd(host_and_pods):
     netfilter.ensure_forward(host)
     with Rtnl(host) as h:
         a = attach.attach(h, p1, host_ifname="fpt1", address="10.50.0.2/32")
-        assert a.address == "10.50.0.2/32" and a.gateway == "169.254.1.1" and a.host_mac == "ee:ee:ee:ee:ee:ee"
+        assert a.address == "10.50.0.2/32" and a.gateway == "169.254.1.1"
+        assert a.host_mac == "ee:ee:ee:ee:ee:ee"
         fd = os.open(f"/run/netns/{p2}", os.O_RDONLY)
         try:
             attach.attach(h, fd, host_ifname="fpt2", address="10.50.0.3/24", mtu=1400)

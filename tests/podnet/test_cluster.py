@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -99,7 +98,8 @@ def test_bad_input_names_the_thing_and_changes_nothing(cluster):
     run_fastpath("node", "add", "tiny", "--pod-cidr", "10.250.0.0/30")
     assert json.loads(run_fastpath("pod", "add", "tiny", "--json").stdout)["ip"] == "10.250.0.2"
     fails("pod", "add", "tiny", match="IPAM pool 10.250.0.0/30 is full")
-    assert [p["name"] for p in json.loads(run_fastpath("pod", "list", "--json").stdout)].count("tiny-pod2") == 0
+    listed = json.loads(run_fastpath("pod", "list", "--json").stdout)
+    assert [p["name"] for p in listed].count("tiny-pod2") == 0
     run_fastpath("node", "del", "tiny")
     # a netns that vanished underneath
     netns.delete(naming.name("pod", "node2-pod2"))
@@ -150,7 +150,8 @@ def test_node_add_del(cluster):
     assert n["name"] == "node3" and n["pod_cidr"] == "10.244.3.0/24"
     run_fastpath("pod", "add", "node3")
     st = json.loads(run_fastpath("status", "--json").stdout)
-    assert st["routes"]["node1"]["missing"] == [] and "10.244.3.0/24 via 10.255.0.3" in st["routes"]["node1"]["expected"]
+    assert st["routes"]["node1"]["missing"] == []
+    assert "10.244.3.0/24 via 10.255.0.3" in st["routes"]["node1"]["expected"]
     assert json.loads(run_fastpath("check", "--json").stdout)["ok"]
     run_fastpath("node", "del", "node3")
     st = json.loads(run_fastpath("status", "--json").stdout)

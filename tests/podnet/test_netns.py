@@ -8,7 +8,8 @@ import pytest
 
 from fastpath import naming
 from fastpath.errors import AlreadyExists, NotFound, UsageError
-from fastpath.kernel import netns, routing
+from fastpath.kernel import netns
+from fastpath.podnet import routing
 
 
 def test_names_are_file_names():

@@ -9,7 +9,7 @@ import pytest
 from fastpath import naming
 from fastpath.errors import UsageError
 from fastpath.podnet import build, plan, sweep
-from fastpath.podnet.check import echo_request, parse_echo_reply, _checksum
+from fastpath.podnet.check import _checksum, echo_request, parse_echo_reply
 
 
 def test_pod_wiring_routes_and_defaults():
@@ -63,7 +63,8 @@ def test_static_routes_skip_self():
     cidrs = {f"node{i}": (ipaddress.ip_network(f"10.244.{i}.0/24"), ipaddress.ip_address(f"10.255.0.{i}"))
              for i in (1, 2, 3)}
     got = plan.static_routes("node2", cidrs)
-    assert [(str(c), str(v)) for c, v in got] == [("10.244.1.0/24", "10.255.0.1"), ("10.244.3.0/24", "10.255.0.3")]
+    assert [(str(c), str(v)) for c, v in got] == [("10.244.1.0/24", "10.255.0.1"),
+                                                  ("10.244.3.0/24", "10.255.0.3")]
 
 
 def test_names_are_scoped_and_short(monkeypatch, instance):

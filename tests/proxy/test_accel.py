@@ -57,7 +57,8 @@ def rd():
         out.extend(b)
 t = threading.Thread(target=rd); t.start()
 s.sendall(data); s.shutdown(socket.SHUT_WR); t.join(30)
-print(json.dumps({"interactive": ok, "bulk": hashlib.sha256(out).digest() == hashlib.sha256(data).digest(), "got": len(out)}))
+bulk = hashlib.sha256(out).digest() == hashlib.sha256(data).digest()
+print(json.dumps({"interactive": ok, "bulk": bulk, "got": len(out)}))
 """
 
 

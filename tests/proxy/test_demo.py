@@ -1,6 +1,7 @@
 """The node proxies on the demo cluster, with and without accel: `fastpath up --proxy
-[--accel]` (`fastpath proxy demo`: a proxy per node on a VIP, a backend per pod), every pod reaches the VIP and is answered by a pod
-anywhere in the cluster; `fastpath down` stops every process it started."""
+[--accel]` (`fastpath proxy demo`: a proxy per node on a VIP, a backend per pod), every
+pod reaches the VIP and is answered by a pod anywhere in the cluster; `fastpath down`
+stops every process it started."""
 
 import json
 import os

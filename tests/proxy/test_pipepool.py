@@ -2,9 +2,7 @@ import errno
 import os
 import threading
 
-import pytest
-
-from fastpath.proxy.pipepool import PipeCache, PipeOps, PipePool
+from fastpath.proxy.pipepool import PipeCache, PipePool
 from tests.proxy.fakes import FakeOps
 
 

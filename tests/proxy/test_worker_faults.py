@@ -5,7 +5,6 @@ import errno
 import os
 import signal
 import socket
-import time
 
 from fastpath.proxy import config
 from fastpath.proxy.master import make_listener

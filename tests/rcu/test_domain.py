@@ -207,7 +207,12 @@ def test_torture_in_process_no_reader_sees_a_retired_object(domain):
 
 def test_registered_domain_stats_are_visible_to_rcu_stats(fastpath):
     import json
-    d = Domain("agent", register=True)
+    import os
+
+    from fastpath.rcu import registry
+    from fastpath.shm.memfd import PAGE_SIZE
+    d = Domain("agent", export_stats=True)
+    note = registry.register("agent", os.getpid(), d.stats_fd, PAGE_SIZE, "domain")
     try:
         with d.read():
             pass
@@ -219,5 +224,7 @@ def test_registered_domain_stats_are_visible_to_rcu_stats(fastpath):
         assert dom["pending_callbacks"] == 0 and dom["readers"] == 1
         assert "agent" in fastpath("rcu", "stats").stdout
     finally:
+        registry.unregister(note)
         d.close()
+    assert json.loads(fastpath("rcu", "stats", "--json").stdout)["domains"] == []
     assert json.loads(fastpath("rcu", "stats", "--json").stdout)["domains"] == []

@@ -1,6 +1,5 @@
 """The version layout on a plain bytearray: build, in-place apply, rebuild, poison."""
 
-import random
 
 import pytest
 from hypothesis import given, settings

@@ -230,7 +230,7 @@ def test_bad_uses(table):
     with Region.create(0) as empty, pytest.raises(UsageError, match="SharedTable"):
         SharedTable.attach(empty.fd)
     with pytest.raises(UsageError):
-        SharedTable.create(1024, versions=1, register=False)
+        SharedTable.create(1024, versions=1)
     from fastpath.rcu.layout import TableFull
     with pytest.raises(TableFull):
         table.publish({b"k%d" % i: b"x" * 1000 for i in range(100)})
@@ -240,17 +240,23 @@ def test_bad_uses(table):
 
 
 def test_registry_and_stats_through_proc(table, fastpath):
+    """The core writes no note; the caller does, and `rcu stats` reads through /proc."""
+    from fastpath.rcu import stats
+    assert registry.tables() == []
+    note = registry.register("svc", os.getpid(), table.fd, table.size, "table")
     table.publish({b"a": b"1"})
     table.synchronize(timeout=1)
     notes = registry.tables()
     assert [n["name"] for n in notes] == ["svc"]
-    st = registry.read(notes[0])
+    st = stats.read(notes[0])
     assert st["entries"] == 1 and st["writer_pid"] == os.getpid() and st["publishes"] >= 2
     out = json.loads(fastpath("rcu", "stats", "--json").stdout)
     assert [t["name"] for t in out["tables"]] == ["svc"]
     assert out["tables"][0]["synchronize_calls"] == 1
     assert fastpath("rcu", "stats", "nope", check=False).returncode == 2
     assert "svc" in fastpath("rcu", "stats").stdout
+    registry.unregister(note)
+    assert registry.tables() == []
 
 
 def test_dead_offline_readers_slots_are_swept(table):

@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from fastpath.rcu import torture
 from fastpath.rcu.grace import GracePeriods, Poll
 

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from fastpath.shm import channel
+from fastpath.shm import header as hdr
 from fastpath.shm.errors import ChannelClosed, ChannelTimeout, PeerDied
 from fastpath.shm.handover import Connection, Listener, send_message
-from fastpath.shm import header as hdr
 
 from .conftest import fd_count, map_count
 
@@ -224,9 +224,9 @@ def test_fds_pushed_down_the_channel_socket_are_closed(sock_path, peers, report)
 
 
 def _offer_bad_channel(path, what, rep):
+    from fastpath.shm import ring
     from fastpath.shm.errors import HandoverRefused
     from fastpath.shm.memfd import Region
-    from fastpath.shm import ring
     c = Connection.connect(path)
     lay = ring.RingLayout(4, 64)
     r = Region.create(lay.size)

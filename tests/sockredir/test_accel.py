@@ -3,7 +3,6 @@ redirected connections surviving disable, keys across namespaces, and the proxy'
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import socket
@@ -123,7 +122,8 @@ def test_verifier_rejection_shows_the_log(tmp_path):
         char LICENSE[] SEC("license") = "GPL";
     """))
     obj = tmp_path / "bad.bpf.o"
-    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I", str(loader.object_dir()), "-c", str(src), "-o", str(obj)],
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I", str(loader.object_dir()),
+                    "-c", str(src), "-o", str(obj)],
                    check=True)
     with B.BpfObject(str(obj)) as o, pytest.raises(B.VerifierRejected) as ei:
         o.load()

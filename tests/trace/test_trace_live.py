@@ -2,8 +2,8 @@
 (and that the kernel agrees: TCP really fails), repair, and check it flows again."""
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 

@@ -30,6 +30,9 @@ import time
 from fastpath.bench.harness import BenchResult, cpus, interleave
 from fastpath.errors import FastpathError
 from fastpath.kernel.libc import setns_raw
+from fastpath.podnet.pair import PodPair
+from fastpath.sockredir import cgroup as CG
+from fastpath.sockredir import loader
 
 DESCRIPTION = "socket redirect vs the TCP stack: sockperf 64 B ping-pong, iperf3 bulk"
 CIDR = "10.244.80.0/24"
@@ -121,16 +124,12 @@ class Bench:
         return d["end"]["sum_received"]["bits_per_second"] / 1e9
 
     def _tune(self, tune) -> None:
-        from fastpath.sockredir import loader
         cfg = {"bulk_bytes": 0, "apply_bytes": 0, "cork_bytes": 0,
                "max_queued": loader.DEFAULT_MAX_QUEUED, **(tune or {})}
         loader.tune(**cfg)
 
 
 def run(args) -> BenchResult:
-    from fastpath.sockredir import cgroup as CG
-    from fastpath.sockredir import loader
-    from fastpath.podnet.pair import PodPair
 
     b = Bench(args)
     rounds = args.rounds or (1 if args.quick else 3)

@@ -29,6 +29,10 @@ import signal
 import time
 
 from fastpath.bench.harness import BenchResult
+from fastpath.bgp import bird, speakers, store, sweep, testbed
+from fastpath.bgp.model import Mesh, Timers
+from fastpath.cleanup import sweep_all
+from fastpath.podnet.build import Builder
 
 DESCRIPTION = ("BGP convergence with BIRD: time from up and from node add until every node "
                "routes every other's pod CIDR (2/4/8 nodes, full mesh vs route reflector), "
@@ -58,8 +62,6 @@ def _gone(speakers, nodes, victim) -> bool:
 
 
 def _one(n: int, reflector: bool, cut: bool) -> dict[str, float]:
-    from fastpath.bgp import bird, speakers, sweep, testbed
-    from fastpath.bgp.model import Mesh
 
     nodes = []
     testbed.create_underlay()
@@ -102,9 +104,6 @@ def _one(n: int, reflector: bool, cut: bool) -> dict[str, float]:
 def _cluster(n: int, reflector: bool) -> dict[str, float]:
     """`fastpath up` and `fastpath node add` on the demo cluster, timed end to end (each
     returns only once BGP has converged everywhere), then `fastpath down`'s sweep."""
-    from fastpath.bgp import speakers, store
-    from fastpath.cleanup import sweep_all
-    from fastpath.podnet.build import Builder
 
     try:
         with Builder() as b:
@@ -122,7 +121,6 @@ def _cluster(n: int, reflector: bool) -> dict[str, float]:
 
 
 def run(args) -> BenchResult:
-    from fastpath.bgp.model import Timers
 
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.quick:

@@ -24,6 +24,13 @@ import sys
 import tempfile
 import time
 
+from fastpath import naming
+from fastpath.bench.harness import BenchResult, cpus
+from fastpath.cni.install import install, install_report
+from fastpath.errors import MissingDependency
+from fastpath.kernel import netns
+from fastpath.kernel.netns import setns
+
 DESCRIPTION = "CNI ADD/DEL latency: fastpath-cni with and without the agent vs ptp + host-local"
 REFERENCE = "/usr/lib/cni"
 CONTENDERS = ("fastpath-agent", "fastpath-agent-pyclient", "fastpath-no-agent", "ptp+host-local")
@@ -37,8 +44,6 @@ class _Node:
     """The bench's node and pod namespaces, the plugin dir, the agent; removed on close."""
 
     def __init__(self, cpu: int) -> None:
-        from fastpath import naming
-        from fastpath.kernel import netns
         self.cpu = cpu
         self.tmp = tempfile.mkdtemp(prefix="fp-bench-cni-")
         self.host = naming.name("cnibench", "host")
@@ -49,7 +54,6 @@ class _Node:
             netns.create(n)
             self.made.append(n)
         self.host_fd = os.open(netns.path_of(self.host), os.O_RDONLY | os.O_CLOEXEC)
-        from fastpath.cni.install import install, install_report
         self.bin = os.path.join(self.tmp, "bin")
         os.mkdir(self.bin)
         self.native = install_report(self.bin, "fastpath", "native")["installed"]
@@ -61,7 +65,8 @@ class _Node:
 
     def start_agent(self) -> None:
         env = {**os.environ, "FASTPATH_STATE_DIR": self.state}
-        self.agent = subprocess.Popen([sys.executable, "-m", "fastpath", "agent", "-v", "--socket", self.socket],
+        self.agent = subprocess.Popen([sys.executable, "-m", "fastpath", "agent", "-v",
+                                       "--socket", self.socket],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       preexec_fn=lambda: os.sched_setaffinity(0, {self.cpu}))
         deadline = time.monotonic() + 30
@@ -72,7 +77,6 @@ class _Node:
 
     def _child(self) -> None:
         # As a runtime does: the plugin runs in the node's netns, on our CPU.
-        from fastpath.kernel.netns import setns
         os.sched_setaffinity(0, {self.cpu})
         setns(self.host_fd)
 
@@ -94,7 +98,6 @@ class _Node:
         return dt
 
     def close(self) -> None:
-        from fastpath.kernel import netns
         if self.agent is not None and self.agent.poll() is None:
             self.agent.send_signal(signal.SIGTERM)
             try:
@@ -112,9 +115,7 @@ class _Node:
 
 
 def run(args):
-    from fastpath.bench.harness import BenchResult, cpus
     if not os.path.exists(f"{REFERENCE}/ptp") or not os.path.exists(f"{REFERENCE}/host-local"):
-        from fastpath.errors import MissingDependency
         raise MissingDependency(f"{REFERENCE}/ptp and host-local are needed",
                                 hint="apt-get install containernetworking-plugins")
     rounds = args.rounds or (10 if args.quick else 60)

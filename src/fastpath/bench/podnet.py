@@ -23,7 +23,13 @@ import subprocess
 import tempfile
 import time
 
+from fastpath import naming
 from fastpath.bench.harness import BenchResult, cpus, pin
+from fastpath.errors import MissingDependency
+from fastpath.kernel import netns
+from fastpath.podnet import attach, netfilter, sysctl
+from fastpath.podnet.ipam import Ipam
+from fastpath.podnet.rtnl import Rtnl
 
 DESCRIPTION = "pods/s to add and delete pods on one node: fastpath vs CNI ptp + host-local"
 CNI_DIR = "/usr/lib/cni"
@@ -40,12 +46,6 @@ def _cni_env(cmd: str, cid: str, ns_path: str, cni_dir: str) -> dict:
 
 
 def run(args) -> BenchResult:
-    from fastpath import naming
-    from fastpath.errors import MissingDependency
-    from fastpath.kernel import netns
-    from fastpath.podnet import attach, netfilter, sysctl
-    from fastpath.podnet.ipam import Ipam
-    from fastpath.podnet.rtnl import Rtnl
 
     n = 20 if args.quick else args.pods
     rounds = args.rounds or (1 if args.quick else 3)
@@ -56,7 +56,8 @@ def run(args) -> BenchResult:
     cpu = cpus()[-1]
     pin(cpu)
     res = BenchResult("podnet", unit="pods/s", params={"pods": n, "rounds": rounds, "cpu": cpu,
-                                                        "reference": f"{ptp} + host-local (cniVersion 1.0.0)"})
+                                                        "reference": f"{ptp} + host-local "
+                                                                     "(cniVersion 1.0.0)"})
     host = naming.name("bench-host")
     pods = [naming.name("bench-p", str(i)) for i in range(n)]
     data_dir = tempfile.mkdtemp(prefix="fp-bench-hostlocal-")
@@ -92,7 +93,7 @@ def run(args) -> BenchResult:
                     attach.attach(host_rtnl, pr, host_ifname=f"fpb{i}", address=f"{ip}/32")
                 lat["fastpath add"].append(time.perf_counter() - t)
             t1 = time.perf_counter()
-            for i, p in enumerate(pods):
+            for i in range(len(pods)):
                 t = time.perf_counter()
                 attach.detach(host_rtnl, host_ifname=f"fpb{i}")
                 ipam.release(f"bench/{i}")

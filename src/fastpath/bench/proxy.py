@@ -17,12 +17,14 @@ thread) on CPU 1; the load tool and the backend on CPU 0. Everything on a random
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from fastpath.bench.harness import BenchResult, interleave, pinned
 from fastpath.errors import MissingDependency
+from fastpath.proxy.pipepool import PipeCache, PipePool
 
 DESCRIPTION = "node proxy vs HAProxy: bulk (iperf3), short connections (wrk), pipe pool"
 PROXY_CPU, LOAD_CPU = 1, 0
@@ -68,7 +71,6 @@ def _children(pid: int) -> list[int]:
 
 
 def _wait_port(host: str, port: int, timeout: float = 10.0) -> None:
-    import socket
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -151,7 +153,7 @@ frontend web
                               "--mode", mode, "--name", f"bench-{mode}", "--log-level", "warning"],
                              PROXY_CPU, f"fastpath-{mode}")
             self.pids[f"fastpath-{mode}"] = [fp.pid]
-        for key, port in self.ports.items():
+        for port in self.ports.values():
             _wait_port(h, port)
         for mode in self.modes:
             (master,) = self.pids[f"fastpath-{mode}"]
@@ -216,9 +218,7 @@ def _wrk(setup: Setup, port: int, seconds: float, conns: int) -> dict:
 
 
 def _pool_bench(n: int) -> dict:
-    import fcntl
 
-    from fastpath.proxy.pipepool import PipeCache, PipePool
     pool = PipePool(size=1 << 20, cap=64, idle=0)
     cache = PipeCache(pool)
     cache.put(cache.get())

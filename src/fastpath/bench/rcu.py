@@ -30,6 +30,8 @@ import tempfile
 import time
 
 from fastpath.bench.harness import BenchResult, cpus, interleave, percentile, pin
+from fastpath.rcu.domain import Domain, Protected
+from fastpath.rcu.table import SharedTable
 
 DESCRIPTION = ("SharedTable (RCU) lookups/s vs multiprocessing.Lock and fcntl.flock with a 1 kHz "
                "writer; read latency writer active vs idle; synchronize(); in-process read cost")
@@ -125,7 +127,6 @@ def _writer(mode: str, fd: int, lockpath: str, lock, keys: list[bytes], start: f
 
 def _reader(mode: str, fd: int, lockpath: str, lock, keys: list[bytes], start: float, stop: float,
             cpu: int, latency: bool) -> dict:
-    from fastpath.rcu.table import SharedTable
     pin(cpu)
     t = SharedTable.attach(fd, reader=(mode == "rcu"))
     lf = os.open(lockpath, os.O_RDWR) if mode == "flock" else -1
@@ -209,7 +210,6 @@ def _sync_probe(table, duration: float, cpu: int) -> list[float]:
 
 class _Setup:
     def __init__(self, nkeys: int) -> None:
-        from fastpath.rcu.table import SharedTable
         self.keys = _keys(nkeys)
         self.table = SharedTable.create(64 + nkeys * 160 + 8 * 4096, readers=16, versions=8,
                                         name="bench", stall_after=5.0)
@@ -350,7 +350,6 @@ def _run(res: BenchResult, s: _Setup, duration: float, rounds: int) -> None:
 
 
 def _breakdown(s: _Setup, rounds: int, n: int = 50_000) -> dict[str, list[float]]:
-    from fastpath.rcu.table import SharedTable
     t = SharedTable.attach(s.table.fd)
     r = t._default
     lf = os.open(s.lockpath, os.O_RDWR)
@@ -393,7 +392,6 @@ def _breakdown(s: _Setup, rounds: int, n: int = 50_000) -> dict[str, list[float]
 def _inprocess(rounds: int, n: int = 320_000) -> dict[str, list[float]]:
     """ns per read; every series runs the same two nested loops (QS_EVERY reads inside), so
     the loop overhead is the same in all of them."""
-    from fastpath.rcu.domain import Domain, Protected
 
     d = Domain("bench")
     ref = Protected(d, {"table": 1})

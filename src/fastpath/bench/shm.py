@@ -27,13 +27,18 @@ singly.
 from __future__ import annotations
 
 import fcntl
+import multiprocessing as mp
 import os
 import socket
 import tempfile
 import time
 import traceback
+from multiprocessing import shared_memory
 
 from fastpath.bench.harness import BenchResult, cpus, pin
+from fastpath.errors import UsageError
+from fastpath.shm import channel
+from fastpath.shm.handover import Connection, Listener
 
 DESCRIPTION = ("fastpath.shm Channel against UDS, TCP loopback, multiprocessing.shared_memory and "
                "pipes: throughput and round trip, 64 B to 64 MiB, pinned, interleaved")
@@ -165,7 +170,6 @@ class ChannelPair:
     their defaults."""
 
     def __init__(self, name: str, max_size: int, spin: float) -> None:
-        from fastpath.shm.handover import Listener
         self.name = name
         self.max_size = max_size
         self.spin = spin
@@ -174,15 +178,12 @@ class ChannelPair:
         self._listener = Listener(self.path)
 
     def child_init(self) -> None:
-        from fastpath.shm import channel
-        from fastpath.shm.handover import Connection
         self._listener.sock.close()
         self.cons_small = channel.accept(Connection.connect(self.path), spin=self.spin)
         self.cons_large = channel.accept(Connection.connect(self.path), spin=self.spin)
         self.prod = channel.accept(Connection.connect(self.path), spin=self.spin)
 
     def parent_init(self) -> None:
-        from fastpath.shm import channel
         self.prod_small = channel.offer(self._listener.accept(timeout=30), slots=SMALL_SLOTS,
                                         capacity=SMALL_CAPACITY, role="producer", spin=self.spin)
         self.prod_large = channel.offer(self._listener.accept(timeout=30), slots=4,
@@ -249,8 +250,6 @@ class MpShared:
     """multiprocessing.shared_memory, one buffer per direction, Pipe messages to notify."""
 
     def __init__(self, name: str, max_size: int) -> None:
-        import multiprocessing as mp
-        from multiprocessing import shared_memory
         self.name = name
         self.max_size = max_size
         self.there = shared_memory.SharedMemory(create=True, size=max_size)
@@ -355,7 +354,6 @@ def _peer(transport, ctrl, cpu: int) -> None:
 
 class Peer:
     def __init__(self, name: str, max_size: int, spin: float, cpu: int) -> None:
-        import multiprocessing as mp
         ctx = mp.get_context("fork")
         self.name = name
         self.transport = _make(name, max_size, spin)
@@ -407,7 +405,6 @@ def run(args) -> BenchResult:
     names = [t for t in args.transports.split(",") if t]
     for t in names:
         if t not in TRANSPORTS:
-            from fastpath.errors import UsageError
             raise UsageError(f"unknown transport {t!r}; choose from {','.join(TRANSPORTS)}")
     rounds = args.rounds or (2 if quick else 5)
     tput_bytes = (64 if quick else 256) * MiB

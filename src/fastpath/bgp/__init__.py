@@ -11,16 +11,16 @@ calls when a node has no route to a pod), and directly:
 
 from __future__ import annotations
 
+from fastpath.bgp import speakers
+
 
 def route_cause(src_node: str, dst_node: str) -> str | None:
     """Why `src_node` may lack its route to `dst_node`'s pod CIDR, as far as BGP goes (a
     session down on the path, or a BIRD not running), else None. None too when the
     cluster's routing is not bgp."""
-    from fastpath.bgp import speakers
     return speakers.route_cause(src_node, dst_node)
 
 
 def session_down(node: str, peer: str) -> bool:
     """Whether `node`'s BGP session to `peer` is not Established (a stopped BIRD counts)."""
-    from fastpath.bgp import speakers
     return speakers.session_down(node, peer)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastpath import naming, state
+from fastpath.bgp.control import BirdControl
 from fastpath.errors import ConfigError, FastpathError, KernelError, MissingDependency
 from fastpath.kernel import proc
 from fastpath.kernel.files import atomic_write
@@ -179,7 +180,6 @@ def reconfigure(node: str, text: str) -> str:
     Order: BIRD parses the candidate (`bird -p`); only then does it replace the config
     file and is BIRD told to `configure`. If BIRD still refuses, the previous file is put
     back, BIRD keeps running the previous config, and BirdRejected carries its message."""
-    from fastpath.bgp.control import BirdControl
 
     paths = BirdPaths.of(node)
     if not running_pid(node):

@@ -39,7 +39,8 @@ def cmd_sessions(args) -> int:
     mesh = _mesh()
     data = {"reflector": mesh.reflector, "hold_s": mesh.timers.hold,
             "nodes": {k: [s.to_dict() for s in v] for k, v in speakers.all_sessions(mesh).items()}}
-    rows = [(k, s["peer"], s["state"], (s["since"] or "T-").split("T")[1] or None, s["imported"], s["exported"],
+    rows = [(k, s["peer"], s["state"], (s["since"] or "T-").split("T")[1] or None, s["imported"],
+             s["exported"],
              s["last_error"] or "") for k, v in data["nodes"].items() for s in v]
     topo = f"route reflector {mesh.reflector}" if mesh.reflector else "full mesh"
     emit(args, data, lambda d: table(f"BGP sessions ({topo}, hold {mesh.timers.hold}s)",
@@ -63,6 +64,7 @@ def cmd_start(args) -> int:
 
 def cmd_config(args) -> int:
     import sys
+
     from fastpath.bgp import bird
     from fastpath.bgp.config import render
     mesh = _mesh()

@@ -117,7 +117,9 @@ class Protocol:
 
 _SINCE_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%H:%M:%S.%f", "%H:%M:%S")
 _ROUTES_RE = re.compile(r"(\d+) imported, (?:(\d+) filtered, )?(\d+) exported(?:, (\d+) preferred)?")
-_ROW_RE = re.compile(r"^(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?|\d\d:\d\d:\d\d(?:\.\d+)?|\S+)\s*(.*)$")
+_ROW_RE = re.compile(r"^(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+"
+                     r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?|\d\d:\d\d:\d\d(?:\.\d+)?|\S+)"
+                     r"\s*(.*)$")
 
 
 def _parse_since(text: str) -> datetime | None:
@@ -202,7 +204,7 @@ class BirdControl:
         while b"\n" not in self._buf:
             try:
                 chunk = self._sock.recv(65536)
-            except socket.timeout as e:
+            except TimeoutError as e:
                 raise KernelError("BIRD did not answer", op=op, errno=errno.ETIMEDOUT) from e
             except OSError as e:
                 raise KernelError.from_oserror(op, e) from e

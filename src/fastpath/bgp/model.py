@@ -22,7 +22,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from fastpath.errors import ConfigError
+from fastpath.errors import ConfigError, NotFound, UsageError
 
 # A private 16-bit ASN (RFC 6996), the one Calico uses by default too.
 DEFAULT_ASN = 64512
@@ -83,7 +83,6 @@ class Mesh:
         for n in self.nodes:
             if n.name == name:
                 return n
-        from fastpath.errors import NotFound
         raise NotFound(f"no node {name!r} in the cluster")
 
     def peers(self, name: str) -> list[tuple[BgpNode, bool]]:
@@ -99,10 +98,11 @@ class Mesh:
 
     def sessions(self) -> list[tuple[str, str]]:
         """Every BGP session once, as (a, b) with a < b."""
-        out = set()
+        out: set[tuple[str, str]] = set()
         for n in self.nodes:
             for p, _ in self.peers(n.name):
-                out.add(tuple(sorted((n.name, p.name))))
+                a, b = sorted((n.name, p.name))
+                out.add((a, b))
         return sorted(out)
 
     def with_node(self, node: BgpNode) -> "Mesh":
@@ -111,7 +111,6 @@ class Mesh:
     def without_node(self, name: str) -> "Mesh":
         self.node(name)
         if name == self.reflector:
-            from fastpath.errors import UsageError
             raise UsageError(f"node {name!r} is the route reflector; the other nodes would "
                              "lose every route", hint="choose another node to remove")
         return Mesh(tuple(n for n in self.nodes if n.name != name), self.reflector,
@@ -123,7 +122,8 @@ def _ipv4(value: str, what: str, where: str) -> ipaddress.IPv4Address:
         addr = ipaddress.IPv4Address(value)
     except (ipaddress.AddressValueError, ValueError):
         raise ConfigError(f"{what} {value!r} is not an IPv4 address", where=where) from None
-    if addr.is_unspecified or addr.is_multicast or addr.is_loopback or addr == ipaddress.IPv4Address("255.255.255.255"):
+    if (addr.is_unspecified or addr.is_multicast or addr.is_loopback
+            or addr == ipaddress.IPv4Address("255.255.255.255")):
         raise ConfigError(f"{what} {value} is not a usable unicast address", where=where)
     return addr
 

@@ -11,9 +11,11 @@ right after `up` or `node add` sees a converged cluster.
 
 from __future__ import annotations
 
-from fastpath.bgp import speakers, store
+from fastpath.bgp import bird, speakers, store
 from fastpath.bgp.model import BgpNode, Mesh, Timers
-from fastpath.errors import UsageError
+from fastpath.errors import FastpathError, NotFound, UsageError
+from fastpath.podnet import routing
+from fastpath.podnet.rtnl import Rtnl
 
 # BIRD's kernel protocol tags its routes with RTPROT_BIRD (include/uapi/linux/rtnetlink.h).
 RTPROT_BIRD = 12
@@ -83,7 +85,6 @@ class BgpRouting:
         """For `fastpath trace` (fastpath.trace.endpoints): why `node` has no route to `dst`
         in `peer`'s pod CIDR, when BGP is the reason (a session on the path down, a BIRD
         not running); None when every session on the path is up."""
-        from fastpath.errors import FastpathError
         if peer is None or peer.name == node.name:
             return None
         try:
@@ -95,10 +96,6 @@ class BgpRouting:
         speakers.stop_all()
 
     def status(self, cluster) -> dict:
-        from fastpath.errors import NotFound
-        from fastpath.podnet import routing
-        from fastpath.podnet.rtnl import Rtnl
-        from fastpath.bgp import bird
 
         mesh = store.load()
         out = {}

@@ -13,6 +13,7 @@ config.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import json
 import os
@@ -139,12 +140,12 @@ class Session:
 
 
 def _session(node: str, p: Protocol) -> Session:
-    import datetime as dt
     up = None
     if p.since and p.established:
         up = max(0.0, (dt.datetime.now() - p.since).total_seconds())
     return Session(node=node, peer=peer_of_protocol(p.name) or p.name,
-                   state=p.bgp_state or p.state, since=p.since.isoformat(timespec="milliseconds") if p.since else None,
+                   state=p.bgp_state or p.state,
+                   since=p.since.isoformat(timespec="milliseconds") if p.since else None,
                    uptime_s=up, imported=p.imported, exported=p.exported, info=p.info,
                    last_error=p.last_error)
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 
 from fastpath import naming
+from fastpath.bgp import bird, store
+from fastpath.errors import FastpathError
 
 
 def _netns_inodes() -> set[tuple[int, int]]:
@@ -43,7 +46,6 @@ def _birds() -> list[tuple[int, list[bytes]]]:
 
 
 def sweep() -> list[str]:
-    from fastpath.bgp import bird
 
     removed = []
     d = bird.bgp_dir()
@@ -73,8 +75,7 @@ def sweep() -> list[str]:
         removed.append(f"bird files {d}")
     try:
         if bird.state.db_path().exists():
-            from fastpath.bgp import store
             store.forget()
-    except Exception:
+    except (FastpathError, sqlite3.Error):  # unreadable state: the BIRDs are gone anyway
         pass
     return removed

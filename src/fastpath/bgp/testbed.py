@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+import sys
 
 from fastpath import naming
 from fastpath.bgp.model import BgpNode
@@ -102,7 +103,6 @@ sys.exit(0)
 def reachable(src: BgpNode, dst: BgpNode, timeout: float = 1.0) -> bool:
     """Whether src's pod address reaches dst's and back: a TCP connect from one to the
     other's port 9 inside src's netns; the RST (or accept) of dst proves the round trip."""
-    import sys
     p = subprocess.run(["ip", "netns", "exec", src.netns, sys.executable, "-c", _PROBE,
                         pod_ip(src), pod_ip(dst), str(timeout)],
                        capture_output=True, timeout=timeout + 10)

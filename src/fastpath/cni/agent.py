@@ -23,7 +23,7 @@ import struct
 import sys
 import time
 
-from fastpath.cni import wire
+from fastpath.cni import plugin, wire
 from fastpath.errors import AlreadyExists, KernelError
 
 ACCEPT_POLL = 0.5  # seconds between checks of the stop flag
@@ -76,7 +76,6 @@ class Agent:
 
     def start(self) -> None:
         # Warm the imports the requests need, before the first one waits for them.
-        from fastpath.cni import plugin
         plugin.warm_up()
         self.sock = _bind(self.path)
         self.sock.settimeout(ACCEPT_POLL)
@@ -101,7 +100,7 @@ class Agent:
         while not self.stopping:
             try:
                 conn, _ = self.sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError as e:
                 if e.errno in (errno.EINTR, errno.ECONNABORTED):
@@ -111,7 +110,6 @@ class Agent:
                 self.handle(conn)
 
     def handle(self, conn: socket.socket) -> None:
-        from fastpath.cni import plugin
         t0 = time.perf_counter()
         pid, uid, _gid = peer_cred(conn)
         if uid != 0:

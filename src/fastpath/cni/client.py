@@ -132,8 +132,9 @@ def main() -> int:
         if "site" not in sys.modules:  # launched with -S: site-packages only now (pyroute2)
             import site
             site.main()
-        from fastpath.cni.plugin import run_in_process
         import os
+
+        from fastpath.cni.plugin import run_in_process
         rc, out = run_in_process(dict(os.environ), stdin)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()

@@ -58,7 +58,9 @@ def _list(args: argparse.Namespace) -> int:
     if state.db_path().exists():
         from fastpath.cni.store import Store
         conn = state.connect()
-        rows = [] if not Store.exists(conn) else [{"network": a.network, "container_id": a.container_id, "ifname": a.ifname,
+        rows = [] if not Store.exists(conn) else [{"network": a.network,
+                                                   "container_id": a.container_id,
+                                                   "ifname": a.ifname,
                  "address": a.address, "host_link": a.host_link, "netns": a.netns,
                  "ipam": a.ipam or "fastpath"} for a in Store(conn).list(args.network)]
     emit(args, rows, lambda rs: table("CNI attachments", ["network", "container", "ifname", "address",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastpath.cni import result as cniresult
-from fastpath.cni.spec import (DECODE_FAILURE, INVALID_CONFIG, CniError, check_version)
+from fastpath.cni.spec import DECODE_FAILURE, INVALID_CONFIG, CniError, check_version
 
 PLUGIN_TYPE = "fastpath"
 DEFAULT_MTU = 1500

@@ -26,8 +26,9 @@ import shutil
 import subprocess
 import sys
 
-from fastpath.kernel.files import atomic_write
+import fastpath
 from fastpath.errors import KernelError, MissingDependency, UsageError
+from fastpath.kernel.files import atomic_write
 
 LAUNCHER = """#!{python} -IS
 # fastpath CNI plugin launcher, written by `fastpath cni install`.
@@ -41,7 +42,6 @@ COMPILERS = ("cc", "gcc", "clang")
 
 
 def launcher_text(python: str | None = None) -> str:
-    import fastpath
     python = os.path.abspath(python or sys.executable)
     # The venv's own bin/python (not the interpreter it links to) keeps site on the venv.
     venv_python = os.path.join(sys.prefix, "bin", "python3")

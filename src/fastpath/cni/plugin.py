@@ -31,17 +31,25 @@ that step (fastpath.faults; podnet's steps: FASTPATH_PODNET_FAIL_AT).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
+import socket
 import sys
 import time
 
-from fastpath import faults
+from fastpath import faults, naming, state
 from fastpath.cni import config as cniconfig
+from fastpath.cni import delegate, spec
 from fastpath.cni import result as cniresult
-from fastpath.cni import spec
-from fastpath.cni.spec import CniError
-from fastpath.errors import FastpathError, KernelError
+from fastpath.cni.delegate import DelegateError
+from fastpath.cni.spec import CniError, Env
+from fastpath.cni.store import Attachment, Store, ipam_owner
+from fastpath.errors import AlreadyExists, FastpathError, NotFound
+from fastpath.kernel.netns import Netns
+from fastpath.podnet import attach, netfilter, sysctl
+from fastpath.podnet.ipam import Ipam, capacity
+from fastpath.podnet.rtnl import Rtnl
 
 NODE_CHECK_TTL = 30.0
 
@@ -64,13 +72,10 @@ class _Warm:
 
 def warm_up() -> None:
     """Import and open what requests need (the agent calls this once at start)."""
-    import pyroute2  # noqa: F401
-    from fastpath.podnet import attach, ipam, netfilter, sysctl  # noqa: F401
     _Warm.keep = True
 
 
 def _conn():
-    from fastpath import state
     path = str(state.db_path())
     c = _Warm.conns.get(path)
     if c is None:
@@ -112,7 +117,6 @@ def _labelled(ns, label: str):
     if not isinstance(ns, int) or isinstance(ns, bool):
         yield ns
         return
-    from fastpath.kernel.netns import Netns
     n = Netns(os.dup(ns), label)
     try:
         yield n
@@ -165,8 +169,6 @@ _MISSING = object()
 
 def _open_pod(pod_ns, env):
     """The pod netns as an Rtnl; a vanished one is spec error 3, never re-created."""
-    from fastpath.errors import NotFound
-    from fastpath.podnet.rtnl import Rtnl
     if pod_ns is _MISSING:
         raise CniError(spec.UNKNOWN_CONTAINER, "network namespace does not exist", env.netns)
     try:
@@ -176,13 +178,11 @@ def _open_pod(pod_ns, env):
 
 
 def _host_link(conf, env) -> str:
-    from fastpath import naming
     return naming.link_name("cni", conf.name, env.container_id, env.ifname)
 
 
 def _ensure_node(host, store) -> None:
     """ip_forward on, FP-FORWARD accepting pod interfaces (FORWARD policy left as it is)."""
-    from fastpath.podnet import netfilter, sysctl
     key = _netns_cookie(host)
     if key is not None:
         last = _Warm.node_checked.get(key) if _Warm.keep else store.node_checked_at(key)
@@ -206,7 +206,6 @@ SO_NETNS_COOKIE = 71  # asm-generic/socket.h, Linux 5.14
 def _netns_cookie(host) -> int | None:
     """A netns identity that is never reused (SO_NETNS_COOKIE on a socket living in it);
     an nsfs inode number is reused as soon as the namespace is freed."""
-    import socket
     try:
         raw = socket.socket(fileno=os.dup(host.ipr.fileno()))
     except OSError:
@@ -219,20 +218,13 @@ def _netns_cookie(host) -> int | None:
 
 
 def _first_ipv4(res: dict) -> str:
-    import ipaddress
     for ip in res.get("ips", []):
         if ipaddress.ip_interface(ip["address"]).version == 4:
             return ip["address"]
-    from fastpath.cni.delegate import DelegateError
     raise DelegateError("the IPAM plugin returned no IPv4 address")
 
 
 def cmd_add(env, conf, host_ns, pod_ns):
-    from fastpath.cni.store import Attachment, Store, ipam_owner
-    from fastpath.errors import AlreadyExists
-    from fastpath.podnet import attach
-    from fastpath.podnet.ipam import Ipam
-    from fastpath.podnet.rtnl import Rtnl
 
     conn = _conn()
     store = Store(conn)
@@ -246,7 +238,6 @@ def cmd_add(env, conf, host_ns, pod_ns):
         undo: list = []
         try:
             if conf.delegated:
-                from fastpath.cni import delegate
                 undo.append(lambda: delegate.call("DEL", env, conf.raw))
                 ires = delegate.call("ADD", env, conf.raw)
                 address = _first_ipv4(ires)
@@ -281,23 +272,17 @@ def cmd_add(env, conf, host_ns, pod_ns):
 
 def _remove(env, conf, host, rec) -> None:
     """Unwire and free one attachment; anything already gone is fine."""
-    from fastpath.cni.store import Store, ipam_owner
-    from fastpath.podnet import attach
-    from fastpath.podnet.ipam import Ipam
 
     conn = _conn()
     host_link = rec.host_link if rec else _host_link(conf, env)
     attach.detach(host, host_ifname=host_link)
     if conf.delegated:
-        from fastpath.cni import delegate
         delegate.call("DEL", env, conf.raw)
     Ipam(conn).release(ipam_owner(conf.name, env.container_id, env.ifname))
     Store(conn).delete(conf.name, env.container_id, env.ifname)
 
 
 def cmd_del(env, conf, host_ns, pod_ns):
-    from fastpath.cni.store import Store
-    from fastpath.podnet.rtnl import Rtnl
     rec = Store(_conn()).get(conf.name, env.container_id, env.ifname)
     with Rtnl(host_ns) as host:
         _remove(env, conf, host, rec)
@@ -305,10 +290,6 @@ def cmd_del(env, conf, host_ns, pod_ns):
 
 
 def cmd_check(env, conf, host_ns, pod_ns):
-    from fastpath.cni.store import Store, ipam_owner
-    from fastpath.podnet import attach
-    from fastpath.podnet.ipam import Ipam
-    from fastpath.podnet.rtnl import Rtnl
 
     if conf.prev_result is None:
         raise CniError(spec.INVALID_CONFIG, "invalid network configuration: prevResult",
@@ -339,15 +320,11 @@ def cmd_check(env, conf, host_ns, pod_ns):
 
 
 def cmd_status(env, conf, host_ns, pod_ns):
-    from fastpath.podnet import sysctl
-    from fastpath.kernel.netns import Netns
     try:
         conn = _conn()
         if conf.delegated:
-            from fastpath.cni import delegate
             delegate.find_plugin(conf.ipam["type"], env.path)
         else:
-            from fastpath.podnet.ipam import Ipam, capacity
             used = len(Ipam(conn).leases(conf.pod_cidr))
             if used >= capacity(conf.pod_cidr):
                 raise CniError(spec.STATUS_UNAVAILABLE, "no address left",
@@ -357,7 +334,6 @@ def cmd_status(env, conf, host_ns, pod_ns):
     except Exception as e:
         raise CniError(spec.STATUS_UNAVAILABLE, "plugin cannot take ADDs",
                        str(spec.error_from_exception(e).details or e)) from None
-    from fastpath.cni.store import Store
     with Netns.open(host_ns) as host:
         if sysctl.read(host, "net.ipv4.ip_forward") != "1" and Store(conn).list(conf.name):
             raise CniError(spec.STATUS_DEGRADED, "IP forwarding is off on this node",
@@ -366,10 +342,6 @@ def cmd_status(env, conf, host_ns, pod_ns):
 
 
 def cmd_gc(env, conf, host_ns, pod_ns):
-    from fastpath.cni.spec import Env
-    from fastpath.cni.store import Store, ipam_owner
-    from fastpath.podnet.ipam import Ipam
-    from fastpath.podnet.rtnl import Rtnl
 
     valid = set(conf.valid_attachments or [])
     conn = _conn()

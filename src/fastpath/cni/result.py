@@ -38,7 +38,7 @@ def normalize(doc: dict[str, Any], version: str | None = None) -> dict[str, Any]
     version = doc.get("cniVersion") or version or "1.1.0"
     if version not in _KNOWN:
         raise ValueError(f"result version {version!r} not one of {list(_KNOWN)}")
-    out = {"interfaces": [], "ips": [], "routes": [], "dns": {}}
+    out: dict[str, Any] = {"interfaces": [], "ips": [], "routes": [], "dns": {}}
     interfaces = doc.get("interfaces") or []
     if not isinstance(interfaces, list):
         raise ValueError("interfaces: expected a list")

@@ -14,6 +14,8 @@ import os
 import time
 from dataclasses import dataclass
 
+from pyroute2 import IPRoute
+
 from fastpath import naming, state
 
 SCHEMA_VERSION = 2
@@ -110,7 +112,6 @@ class Store:
         rows = self.list()
         links = [a.host_link for a in rows if a.host_ns == here]
         if links:
-            from pyroute2 import IPRoute
             with IPRoute() as ipr:
                 for name in links:
                     idx = ipr.link_lookup(ifname=name)

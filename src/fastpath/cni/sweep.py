@@ -14,7 +14,9 @@ import signal
 import socket
 import time
 
-from fastpath import naming
+from fastpath import naming, state
+from fastpath.cni.agent import peer_cred
+from fastpath.cni.store import Store
 
 RUN_DIR = "/run/fastpath"
 STOP_TIMEOUT = 3.0
@@ -26,7 +28,6 @@ def _agent_pid(sock_path: str) -> int | None:
             return int(f.read().strip())
     except (OSError, ValueError):
         pass
-    from fastpath.cni.agent import peer_cred
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(sock_path)
@@ -85,9 +86,7 @@ def sweep() -> list[str]:
                     removed.append(p)
                 except FileNotFoundError:
                     pass
-    from fastpath import state
     if state.db_path().exists():
-        from fastpath.cni.store import Store
         conn = state.connect()
         if Store.exists(conn):
             removed += Store(conn).sweep()

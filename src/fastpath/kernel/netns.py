@@ -27,8 +27,9 @@ import fcntl
 import os
 import socket
 import threading
+from typing import TypeAlias
 
-from fastpath.errors import KernelError, NotFound, UsageError
+from fastpath.errors import AlreadyExists, KernelError, NotFound, UsageError
 from fastpath.kernel.fd import Fd
 from fastpath.kernel.libc import CLONE_NEWNET, check, libc
 
@@ -154,7 +155,7 @@ class Netns(Fd):
         return f"Netns({self.label!r}, fd={self.fd})"
 
 
-NetnsSpec = "Netns | str | int | None"
+NetnsSpec: TypeAlias = "Netns | str | int | None"
 
 
 def _dup(fd: int, label: str) -> int:
@@ -197,7 +198,6 @@ def _prepare_run_dir() -> None:
 
 def create(name: str) -> None:
     """Create the named netns, with `lo` down as the kernel makes it. AlreadyExists if it is there."""
-    from fastpath.errors import AlreadyExists
     path = path_of(name)
     _prepare_run_dir()
     try:

@@ -28,12 +28,12 @@ after that step, as a kernel error would; tests use it to check the rollback.
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import asdict, dataclass
 
 from fastpath import faults
 from fastpath.errors import AlreadyExists, FastpathError, KernelError, NotFound
+from fastpath.podnet import netfilter, plan
 from fastpath.podnet.plan import PodWiring
 from fastpath.podnet.rtnl import Rtnl
 
@@ -79,7 +79,6 @@ def attach(host_ns, pod_ns, *, host_ifname: str, address: str, ifname: str = "et
            gateway: str | None = None, mtu: int | None = None, devgroup: int | None = None,
            wiring: PodWiring | None = None) -> Attachment:
     """Wire one pod; on any failure, remove everything made and re-raise."""
-    from fastpath.podnet import plan
     w = wiring or PodWiring.make(host_ifname=host_ifname, address=address, ifname=ifname,
                                  gateway=gateway, mtu=mtu,
                                  devgroup=plan.POD_DEVGROUP if devgroup is None else devgroup)
@@ -171,7 +170,6 @@ def inspect(host_ns, pod_ns, *, host_ifname: str, address: str, ifname: str = "e
 
     Each problem is one line naming the object (for CNI CHECK and `fastpath status`).
     """
-    from fastpath.podnet import netfilter, plan
     w = PodWiring.make(host_ifname=host_ifname, address=address, ifname=ifname, gateway=gateway,
                        mtu=mtu, devgroup=plan.POD_DEVGROUP if devgroup is None else devgroup)
     problems: list[str] = []

@@ -12,16 +12,21 @@ Deleting a node's netns takes its veths (and the bridge port peers) with it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import time
 
-from fastpath import faults
-from fastpath import naming, state
-from fastpath.errors import AlreadyExists, FastpathError, KernelError, NotFound, UsageError
+from fastpath import faults, naming, state
+from fastpath.errors import (
+    AlreadyExists,
+    KernelError,
+    NotFound,
+    UsageError,
+)
+from fastpath.kernel import netns
 from fastpath.podnet import attach as _attach
 from fastpath.podnet import cluster as cl
-from fastpath.kernel import netns
 from fastpath.podnet import netfilter, plan, routing, sysctl
 from fastpath.podnet.ipam import Ipam
 from fastpath.podnet.rtnl import Rtnl
@@ -173,7 +178,6 @@ class Builder:
         name = plan.check_name("node", name or plan.node_name(idx))
         if any(n.name == name for n in c.nodes):
             raise AlreadyExists(f"node {name} already exists")
-        import ipaddress
         u = ipaddress.ip_network(c.underlay)
         if pod_cidr is None:
             used = [ipaddress.ip_network(n.pod_cidr) for n in c.nodes]

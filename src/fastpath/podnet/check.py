@@ -21,6 +21,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from rich.console import Group
+from rich.table import Table
+
 from fastpath.errors import FastpathError
 from fastpath.kernel.netns import Netns
 
@@ -152,7 +155,7 @@ def probe_icmp(src_ns: Netns, dst_ip: str, timeout: float) -> dict:
                 s.settimeout(left)
                 try:
                     pkt = s.recv(2048)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 got = parse_echo_reply(pkt)
                 if got and got[0] == dst_ip and got[1] == ident:
@@ -197,17 +200,17 @@ def run(cluster, timeout: float = 1.0) -> dict:
         servers.close()
         for n in nss.values():
             n.close()
-    ok = not errors and all(r["icmp"]["ok"] and r["tcp"]["ok"] for r in results) and len(pods) == len(cluster.pods)
+    ok = (not errors and all(r["icmp"]["ok"] and r["tcp"]["ok"] for r in results)
+          and len(pods) == len(cluster.pods))
     if len(pods) != len(cluster.pods):
         errors.append("pods not ready: " + ", ".join(p.name for p in cluster.pods if p not in pods))
     return {"ok": ok, "pods": [{"name": p.name, "node": p.node, "ip": p.ip} for p in pods],
-            "pairs": len(results), "failed": sum(1 for r in results if not (r["icmp"]["ok"] and r["tcp"]["ok"])),
+            "pairs": len(results),
+            "failed": sum(1 for r in results if not (r["icmp"]["ok"] and r["tcp"]["ok"])),
             "seconds": round(time.monotonic() - t0, 3), "errors": errors, "results": results}
 
 
 def render(d: dict):
-    from rich.console import Group
-    from rich.table import Table
     names = [p["name"] for p in d["pods"]]
     by = {(r["src"], r["dst"]): r for r in d["results"]}
     t = Table(title="fastpath check: ICMP echo and TCP (receiver saw the sender's pod IP) per pair",
@@ -232,6 +235,7 @@ def render(d: dict):
         parts.append(f"[red]FAIL[/] {r['src']} ({r['src_ip']}) -> {r['dst']} ({r['dst_ip']}): {why}")
     for e in d["errors"]:
         parts.append(f"[red]ERROR[/] {e}")
-    verdict = "[green]all pods reach each other[/]" if d["ok"] else f"[red]{d['failed']} of {d['pairs']} pairs failed[/]"
+    verdict = ("[green]all pods reach each other[/]" if d["ok"]
+               else f"[red]{d['failed']} of {d['pairs']} pairs failed[/]")
     parts.append(f"{verdict} ({d['pairs']} pairs, {d['seconds']} s)")
     return Group(*parts)

@@ -26,6 +26,7 @@ A cluster row's `phase` is "building" while `fastpath up` runs and "ready" after
 from __future__ import annotations
 
 import ipaddress
+import re
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
@@ -101,7 +102,8 @@ class Cluster:
         for n in self.nodes:
             if n.name == name:
                 return n
-        raise NotFound(f"node {name} does not exist (nodes: {', '.join(n.name for n in self.nodes) or 'none'})")
+        names = ", ".join(n.name for n in self.nodes) or "none"
+        raise NotFound(f"node {name} does not exist (nodes: {names})")
 
     def pod(self, name: str) -> Pod:
         for p in self.pods:
@@ -164,7 +166,6 @@ def require(conn: sqlite3.Connection | None = None) -> Cluster:
 
 
 def _natural(name: str) -> tuple:
-    import re
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
 
 

@@ -79,6 +79,7 @@ def register(sub) -> None:
 
 def _tables(c, routes: dict | None = None, health: dict | None = None):
     from rich.console import Group
+
     from fastpath.output import table
     parts = [table(f"nodes (underlay {c.underlay} on bridge in {c.underlay_netns}, routing {c.routing})",
                    ["node", "netns", "underlay ip", "pod CIDR", "router id", "pods"],
@@ -94,7 +95,8 @@ def _tables(c, routes: dict | None = None, health: dict | None = None):
             st = routes.get(n.name, {})
             for r in st.get("expected", []):
                 dst, via = r.split(" via ")
-                rows.append((n.name, dst, f"via {via}", c.routing + (" MISSING" if r in st.get("missing", []) else "")))
+                missing = " MISSING" if r in st.get("missing", []) else ""
+                rows.append((n.name, dst, f"via {via}", c.routing + missing))
         parts.append(table("routes", ["node", "destination", "next hop", "kind"], rows))
         sessions = [(n.name, s["peer"], s["state"], _uptime(s.get("uptime_s")), s.get("imported"),
                      s.get("exported"), s.get("last_error") or "")
@@ -105,7 +107,8 @@ def _tables(c, routes: dict | None = None, health: dict | None = None):
     if health is not None:
         probs = [f"node {k}: {x}" for k, v in health["nodes"].items() for x in v]
         probs += [f"pod {k}: {x}" for k, v in health["pods"].items() for x in v]
-        parts += [f"[red]PROBLEM[/] {x}" for x in probs] or ["[green]every node and pod is wired as planned[/]"]
+        parts += ([f"[red]PROBLEM[/] {x}" for x in probs]
+                  or ["[green]every node and pod is wired as planned[/]"])
     return Group(*parts)
 
 
@@ -262,9 +265,10 @@ def cmd_node_del(args) -> int:
 
 def cmd_exec(args) -> int:
     import os
+
     from fastpath.errors import UsageError
-    from fastpath.podnet import cluster
     from fastpath.kernel.netns import Netns, setns
+    from fastpath.podnet import cluster
     argv = list(args.argv)
     if argv and argv[0] == "--":
         argv = argv[1:]

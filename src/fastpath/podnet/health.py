@@ -4,12 +4,12 @@ each pod's wiring (fastpath.podnet.attach.inspect), as one-line problems."""
 from __future__ import annotations
 
 from fastpath.errors import FastpathError
+from fastpath.kernel import netns
+from fastpath.podnet import attach, netfilter
+from fastpath.podnet.rtnl import Rtnl
 
 
 def inspect_cluster(c) -> dict:
-    from fastpath.kernel import netns
-    from fastpath.podnet import attach, netfilter
-    from fastpath.podnet.rtnl import Rtnl
     nodes: dict[str, list[str]] = {}
     pods: dict[str, list[str]] = {}
     if not netns.exists(c.underlay_netns):

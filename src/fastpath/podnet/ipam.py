@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import ipaddress
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from fastpath import naming, state
 from fastpath.errors import AlreadyExists, FastpathError, UsageError

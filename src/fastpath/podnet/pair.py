@@ -1,7 +1,8 @@
 """Two pods on one node, wired exactly as `fastpath pod add` wires them (podnet.attach):
 the topology the accel tests, torture and bench compare against the redirect.
 
-    fp-<tag>-<prefix>node   ip_forward on, no netfilter rules (a fresh netns accepts)
+    fp-<tag>-<prefix>node   ip_forward on, CIDR .1/32 on lo, no netfilter rules (a fresh
+                            netns accepts)
     fp-<tag>-<prefix>a, -b  eth0 = CIDR .2 and .3 /32, default via the link-local gateway
 
 Pod-to-pod traffic crosses two veths and the node's routing. remove() undoes it all,
@@ -18,6 +19,7 @@ from fastpath import naming
 from fastpath.errors import FastpathError
 from fastpath.kernel import netns
 from fastpath.podnet import attach, sysctl
+from fastpath.podnet.rtnl import Rtnl
 
 
 @dataclass
@@ -40,6 +42,12 @@ class PodPair:
             self.node = naming.name(self.prefix + "node")
             netns.create(self.node)
             sysctl.write(self.node, {"net.ipv4.ip_forward": 1})
+            # The node's source address for ARP toward its pods (a real node uses its
+            # underlay address; this one has no other link)
+            with Rtnl(self.node) as r:
+                lo = r.index("lo")
+                r.call("address lo", "addr", "add", index=lo, address=str(net[1]), prefixlen=32)
+                r.call("lo up", "link", "set", index=lo, state="up")
             for i, suffix in enumerate(("a", "b")):
                 pod = Pod(naming.name(self.prefix + suffix), str(net[2 + i]),
                           naming.link_name(self.prefix, suffix))

@@ -23,7 +23,9 @@ import ipaddress
 import socket
 from typing import Protocol
 
-from fastpath.errors import UsageError
+from fastpath.errors import NotFound, UsageError
+from fastpath.podnet.plan import static_routes
+from fastpath.podnet.rtnl import Rtnl
 
 # Routes fastpath's static backend installs carry this rtnetlink protocol number
 # (rtm_protocol; iproute2 shows it as "proto 102"), so status/teardown find exactly them.
@@ -81,7 +83,6 @@ def get(name: str | None = None, **options) -> RoutingBackend:
 
 def expected_routes(cluster, node) -> list[tuple[str, str]]:
     """(pod CIDR, via) every node should have toward the others: pure, for any backend."""
-    from fastpath.podnet.plan import static_routes
     cidrs = {n.name: (ipaddress.ip_network(n.pod_cidr), ipaddress.ip_address(n.underlay_ip))
              for n in cluster.nodes}
     return [(str(c), str(v)) for c, v in static_routes(node.name, cidrs)]
@@ -105,7 +106,6 @@ class StaticRouting:
     name = "static"
 
     def _apply(self, cluster, node) -> None:
-        from fastpath.podnet.rtnl import Rtnl
         with Rtnl(node.netns) as r:
             dev = r.index(node.underlay_ifname)
             for dst, via in expected_routes(cluster, node):
@@ -121,7 +121,6 @@ class StaticRouting:
             self._apply(cluster, n)
 
     def node_removed(self, cluster, node) -> None:
-        from fastpath.podnet.rtnl import Rtnl
         for n in cluster.nodes:
             if n.name == node.name:
                 continue
@@ -132,8 +131,6 @@ class StaticRouting:
                                gateway=via, proto=RTPROT_FASTPATH_STATIC)
 
     def teardown(self, cluster) -> None:
-        from fastpath.errors import NotFound
-        from fastpath.podnet.rtnl import Rtnl
         for n in cluster.nodes:
             try:
                 with Rtnl(n.netns) as r:
@@ -144,8 +141,6 @@ class StaticRouting:
                 continue
 
     def status(self, cluster) -> dict:
-        from fastpath.errors import NotFound
-        from fastpath.podnet.rtnl import Rtnl
         out = {}
         for n in cluster.nodes:
             want = expected_routes(cluster, n)

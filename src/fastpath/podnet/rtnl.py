@@ -12,6 +12,9 @@ import errno as _errno
 import os
 import socket
 
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
 from fastpath.errors import AlreadyExists, KernelError, NotFound
 from fastpath.kernel.netns import Netns, NetnsSpec
 
@@ -22,7 +25,6 @@ class Rtnl:
     """An IPRoute whose socket lives in one netns; closes once."""
 
     def __init__(self, ns: "NetnsSpec" = None) -> None:
-        from pyroute2 import IPRoute
         self.ns = Netns.open(ns)
         sock = self.ns.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
         try:
@@ -37,7 +39,6 @@ class Rtnl:
 
     def call(self, op: str, method: str, *args, **kwargs):
         """self.ipr.<method>(*args, **kwargs); a NetlinkError becomes a typed error naming op."""
-        from pyroute2.netlink.exceptions import NetlinkError
         try:
             return getattr(self.ipr, method)(*args, **kwargs)
         except NetlinkError as e:
@@ -52,7 +53,6 @@ class Rtnl:
     def link(self, ifname: str):
         """The link message, looked up by name in the kernel (RTM_GETLINK with IFLA_IFNAME:
         one lookup; pyroute2's link_lookup dumps every link, O(links) per call), or None."""
-        from pyroute2.netlink.exceptions import NetlinkError
         try:
             got = self.ipr.link("get", ifname=ifname)
         except NetlinkError as e:

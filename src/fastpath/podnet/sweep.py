@@ -11,7 +11,12 @@ from __future__ import annotations
 import re
 
 from fastpath import naming
+from fastpath.errors import FastpathError
 from fastpath.kernel import netns
+from fastpath.podnet import cluster as cl
+from fastpath.podnet import routing
+from fastpath.podnet.build import kill_processes_in
+from fastpath.podnet.ipam import Ipam
 
 # netns names podnet makes: naming.name("underlay"), naming.name("nodeN"),
 # naming.name("pod", NAME), naming.name("bench-...") (nodes named by `node add NAME`
@@ -28,9 +33,6 @@ def ours(ns_name: str, known: set[str] = frozenset()) -> bool:
 
 
 def sweep() -> list[str]:
-    from fastpath.podnet import cluster as cl
-    from fastpath.podnet.build import kill_processes_in
-    from fastpath.podnet.ipam import Ipam
 
     removed: list[str] = []
     conn = cl.connect()
@@ -40,9 +42,8 @@ def sweep() -> list[str]:
         if c is not None:
             known = {n.netns for n in c.nodes} | {p.netns for p in c.pods} | {c.underlay_netns}
             try:
-                from fastpath.podnet import routing
                 routing.get(c.routing).teardown(c)
-            except Exception:
+            except FastpathError:
                 pass  # the netns go below anyway
         names = [n for n in netns.list_names() if ours(n, known)]
         # pods first, then nodes, then the underlay: the order `up` made them in, reversed

@@ -12,22 +12,19 @@ RECHECK_S seconds: accel can be enabled while the proxy runs.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import time
 
+from fastpath.errors import FastpathError
+from fastpath.kernel import cgroup2
+from fastpath.sockredir import libbpf as B
+from fastpath.sockredir.query import is_accelerated
+
 RECHECK_S = 1.0
-BPF_F_QUERY_EFFECTIVE = 1
 
 
 def _own_cgroup() -> str | None:
-    root = None
-    with open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 2 and parts[2] == "cgroup2":
-                root = parts[1]
-                break
+    root = cgroup2.mount_point()
     if root is None:
         return None
     with open("/proc/self/cgroup") as f:
@@ -39,16 +36,6 @@ def _own_cgroup() -> str | None:
 
 class AccelProbe:
     def __init__(self) -> None:
-        try:
-            from fastpath.sockredir import libbpf
-            from fastpath.sockredir.query import is_accelerated
-        except ImportError:
-            self._query = None
-            self.available = False
-            return
-        self.available = True   # False: no way to know, so detect at run time everywhere
-        self._query = is_accelerated
-        self._libbpf = libbpf
         self._possible = False
         self._checked = 0.0
 
@@ -61,21 +48,13 @@ class AccelProbe:
         except OSError:
             return False
         try:
-            B = self._libbpf
-            ids = (ctypes.c_uint32 * 64)()
-            cnt = ctypes.c_uint32(64)
-            flags = ctypes.c_uint32(0)
-            rc = B.lib().bpf_prog_query(fd, B.BPF_CGROUP_SOCK_OPS, BPF_F_QUERY_EFFECTIVE,
-                                        ctypes.byref(flags), ids, ctypes.byref(cnt))
-            return rc == 0 and cnt.value > 0
-        except Exception:  # no libbpf: cannot know, so assume possible
+            return bool(B.prog_query(fd, B.BPF_CGROUP_SOCK_OPS, path, effective=True))
+        except FastpathError:  # no libbpf, or the query refused: cannot know, so assume so
             return True
         finally:
             os.close(fd)
 
     def possible(self, now: float | None = None) -> bool:
-        if self._query is None:
-            return False
         now = time.monotonic() if now is None else now
         if now - self._checked >= RECHECK_S:
             self._checked = now
@@ -83,4 +62,4 @@ class AccelProbe:
         return self._possible
 
     def is_accelerated(self, sock) -> bool:
-        return self._query is not None and self._query(sock)
+        return is_accelerated(sock)

@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from fastpath.proxy import master
     logging.basicConfig(level=args.log_level.upper(),
-                        format=f"fastpath-proxy[%(process)d] %(levelname)s %(message)s")
+                        format="fastpath-proxy[%(process)d] %(levelname)s %(message)s")
     if args.workers is not None and args.workers < 1:
         from fastpath.errors import UsageError
         raise UsageError("--workers must be at least 1")

@@ -17,9 +17,11 @@ import subprocess
 import sys
 import time
 
-from fastpath.kernel import proc
 from fastpath.errors import AlreadyExists, FastpathError, UsageError
+from fastpath.kernel import proc
+from fastpath.podnet import cluster
 from fastpath.proxy.master import run_dir
+from fastpath.sockredir import loader
 
 DEFAULT_VIP = "10.96.0.10"
 DEFAULT_PORT = 80
@@ -58,7 +60,6 @@ def _probe(pod_netns: str, vip: str, port: int, wrap: list[str], tries: int = 40
 
 def up(vip: str = DEFAULT_VIP, port: int = DEFAULT_PORT, workers: int = 1,
        mode: str = "auto") -> dict:
-    from fastpath.podnet import cluster
     try:
         ipaddress.IPv4Address(vip)
     except ValueError:
@@ -74,12 +75,8 @@ def up(vip: str = DEFAULT_VIP, port: int = DEFAULT_PORT, workers: int = 1,
     # in its cgroup: their TCP is redirected socket to socket, and the proxies copy
     # (splice cannot see redirected bytes) on exactly the sockets that need it
     wrap: list[str] = []
-    try:
-        from fastpath.sockredir import loader
-        if loader.is_enabled():
-            wrap = [sys.executable, "-m", "fastpath", "accel", "run", "--"]
-    except ImportError:
-        pass
+    if loader.is_enabled():
+        wrap = [sys.executable, "-m", "fastpath", "accel", "run", "--"]
     base = run_dir("demo")
     base.mkdir(parents=True, exist_ok=True)
     backends = [p for p in c.pods if p.ip]

@@ -34,7 +34,7 @@ def _pipe_size() -> F.Finding:
         got = fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, limit or 1 << 20)
     except OSError as e:
         return F.fallback(name, MECH, f"pipe-max-size {limit or why}, F_SETPIPE_SZ "
-                                      f"{errno.errorcode.get(e.errno, e.errno)}",
+                                      f"{errno.errorcode.get(e.errno or 0, e.errno)}",
                           "pooled pipes keep the default 64 KiB")
     finally:
         os.close(r)

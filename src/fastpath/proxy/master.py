@@ -35,12 +35,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from fastpath import naming, state
-from fastpath.errors import AlreadyExists, FastpathError, KernelError, NotFound
+from fastpath.errors import AlreadyExists, FastpathError, KernelError
 from fastpath.kernel import netns, proc
 from fastpath.kernel.files import atomic_write
 from fastpath.kernel.libc import libc
 from fastpath.proxy import config as configmod
 from fastpath.proxy.config import ProxyConfig
+from fastpath.proxy.worker import TABLE_KEY, Worker
+from fastpath.rcu.table import SharedTable
 
 log = logging.getLogger("fastpath.proxy")
 LISTEN_BACKLOG = 4096
@@ -181,7 +183,6 @@ class Master:
             code = 1
             try:
                 _die_with_parent(master)
-                from fastpath.proxy.worker import Worker
                 # the other slots' listeners are the master's business
                 mine = {s.fileno() for s in per_slot.values()}
                 for s in self.listeners.socks.values():
@@ -205,16 +206,14 @@ class Master:
             self._spawn(slot, socks)
 
     def _publish_table(self) -> None:
-        from fastpath.proxy.worker import TABLE_KEY
         table = {s.name: [list(b) for b in s.backends] for s in self.cfg.services}
         self.table.publish({TABLE_KEY: json.dumps(table).encode()})
 
     def start(self) -> None:
         self._claim_dir()
-        from fastpath.rcu.table import SharedTable
         # one writer (here), one reader slot per worker of up to 4 generations at once
         self.table = SharedTable.create(TABLE_CAPACITY, readers=max(16, 4 * self.cfg.worker_count()),
-                                        versions=4, name="proxy", register=False)
+                                        versions=4, name="proxy")
         self._publish_table()
         per_slot = self.listeners.prepare(self.cfg)
         self._start_generation(per_slot)

@@ -9,8 +9,12 @@ import signal
 import time
 from pathlib import Path
 
-from fastpath.kernel import proc
+from rich.console import Group
+
+from fastpath import naming
 from fastpath.errors import ConfigError, FastpathError, NotFound
+from fastpath.kernel import proc
+from fastpath.output import table
 from fastpath.proxy.master import run_dir, run_root
 
 PIPE_KEYS = ("created", "reused", "closed", "closed_dirty", "closed_idle", "failed",
@@ -87,7 +91,6 @@ def _proxy(d: Path) -> dict | None:
 
 def collect(name: str | None = None) -> dict:
     root = run_root()
-    from fastpath import naming
     dirs = [run_dir(name)] if name else sorted(p for p in root.glob(naming.name("proxy") + "-*")
                                                if p.is_dir())
     proxies = [p for p in (_proxy(d) for d in dirs) if p]
@@ -97,9 +100,7 @@ def collect(name: str | None = None) -> dict:
 
 
 def render(data: dict):
-    from rich.console import Group
 
-    from fastpath.output import table
     if not data["proxies"]:
         return "no proxy running"
     parts = []

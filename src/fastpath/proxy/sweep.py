@@ -15,8 +15,8 @@ import shutil
 import signal
 import time
 
-from fastpath.kernel import proc
 from fastpath import naming
+from fastpath.kernel import proc
 from fastpath.proxy.master import run_root
 
 

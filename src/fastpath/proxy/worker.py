@@ -42,6 +42,7 @@ from fastpath.proxy.config import ProxyConfig, Service
 from fastpath.proxy.forward import Direction
 from fastpath.proxy.pipepool import PipeCache, PipePool
 from fastpath.proxy.splice import SocketOps
+from fastpath.rcu.table import SharedTable
 
 log = logging.getLogger("fastpath.proxy")
 
@@ -150,7 +151,6 @@ class Worker:
         self.table = None
         self._table_raw: bytes | None = None
         if table_fd is not None:
-            from fastpath.rcu.table import SharedTable
             self.table = SharedTable.attach(table_fd)
         self.by_name = {st.svc.name: st for st in self.services.values()}
         self.started = time.time()
@@ -158,7 +158,7 @@ class Worker:
     # --- listeners
 
     def _listen_on(self) -> None:
-        for fd, st in self.services.items():
+        for fd in self.services:
             self.ep.register(fd, select.EPOLLIN)
 
     def _pause(self, st: ServiceState) -> None:
@@ -274,7 +274,7 @@ class Worker:
         cmode = bmode = mode
         # Redirect detection costs an ioctl per wait; skip it when the cgroup check says
         # no sockops program can put our sockets in a sockhash.
-        detect = self.accel is None or self.accel.possible(now) or not self.accel.available
+        detect = self.accel is None or self.accel.possible(now)
         if self.accel is not None and mode != "copy" and self.accel.possible(now):
             # bytes sent to a socket in the sockhash may arrive by sk_msg redirect, which
             # splice cannot read: that socket's reading direction copies from the start
@@ -566,7 +566,7 @@ class Worker:
                     self.publish()
         for conn in list(self.live.values()):
             self._close(conn, clean=True)
-        for fd, (_, _, s, _) in list(self.checks.items()):
+        for _, _, s, _ in list(self.checks.values()):
             s.close()
         self.pipes.close()
         self.publish()

@@ -39,6 +39,7 @@ each grace-period decision is argued in terms of those orders, not of the GIL (s
 domain.py and table.py). Python-level lists and dicts that several threads touch are
 guarded by locks. The design holds on a free-threaded build; it is tested on the GIL build.
 """
+import importlib
 
 __all__ = ["Domain", "Protected", "RcuMap", "SharedTable", "Reader", "GraceStalled"]
 
@@ -49,6 +50,5 @@ _WHERE = {"Domain": "domain", "Protected": "domain", "RcuMap": "domain",
 def __getattr__(name: str):
     # Lazy, so that `fastpath.rcu.commands` (imported by every CLI start) stays light.
     if name in _WHERE:
-        import importlib
         return getattr(importlib.import_module(f"fastpath.rcu.{_WHERE[name]}"), name)
     raise AttributeError(name)

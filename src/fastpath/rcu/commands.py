@@ -79,7 +79,7 @@ def _torture(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     from fastpath.errors import NotFound
     from fastpath.output import console, emit, table
-    from fastpath.rcu import registry
+    from fastpath.rcu import registry, stats
 
     notes = registry.tables()
     if args.name:
@@ -87,8 +87,8 @@ def _stats(args: argparse.Namespace) -> int:
         if not notes:
             raise NotFound(f"no live SharedTable or RCU domain named {args.name!r} in this instance",
                            hint="`fastpath rcu stats` lists them")
-    data = {"tables": [registry.read(n) for n in notes if n.get("kind", "table") == "table"],
-            "domains": [registry.read(n) for n in notes if n.get("kind") == "domain"]}
+    data = {"tables": [stats.read(n) for n in notes if n.get("kind", "table") == "table"],
+            "domains": [stats.read(n) for n in notes if n.get("kind") == "domain"]}
 
     def render(d):
         if not d["tables"] and not d["domains"]:

@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import logging
 import mmap
+import struct
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from fastpath._atomic import AtomicView, fence
 from fastpath.errors import FastpathError, UsageError
+from fastpath.shm.memfd import PAGE_SIZE, Region
 
 log = logging.getLogger("fastpath.rcu")
 
@@ -79,9 +81,10 @@ class Domain:
     """An RCU domain for one process. Thread-safe; valid with or without the GIL."""
 
     def __init__(self, name: str = "rcu", max_threads: int = MAX_THREADS, *,
-                 register: bool = False) -> None:
-        """`register`: keep statistics in a one-page memfd and list it for `fastpath rcu
-        stats` (state dir note); otherwise stats() is the only view."""
+                 export_stats: bool = False) -> None:
+        """`export_stats`: keep statistics in a one-page memfd (`stats_fd`) that other
+        processes can map; a caller that wants `fastpath rcu stats` to list the domain
+        leaves a note (rcu.registry). Otherwise stats() is the only view."""
         self.name = name
         self._map = mmap.mmap(-1, _WORD * (max_threads + 1))
         self._av = AtomicView(self._map)
@@ -104,25 +107,25 @@ class Domain:
         self._cb_errors = 0
         self._worker: threading.Thread | None = None
         self._closing = False
-        self._stats_region = None
+        self._stats_region: Region | None = None
         self._stats_av: AtomicView | None = None
-        self._registry_path = None
-        if register:
+        if export_stats:
             self._publish_stats_region()
 
     # ---- statistics other processes can read
 
     def _publish_stats_region(self) -> None:
-        import os
 
-        from fastpath.rcu import registry
-        from fastpath.shm.memfd import PAGE_SIZE, Region
         self._stats_region = Region.create(PAGE_SIZE, "fp-rcu-domain")
         self._stats_av = AtomicView(self._stats_region.buf)
         self._stats_av.store(0, DOMAIN_MAGIC)
         self._export()
-        self._registry_path = registry.register(self.name, os.getpid(), self._stats_region.fd,
-                                                PAGE_SIZE, "domain")
+
+    @property
+    def stats_fd(self) -> int:
+        """The memfd holding this domain's statistics (export_stats=True), for a
+        registry note; -1 without one."""
+        return self._stats_region.fd if self._stats_region is not None else -1
 
     def _export(self) -> None:
         av = self._stats_av
@@ -138,7 +141,8 @@ class Domain:
     def _alloc(self, kind: dict) -> int:
         with self._lock:
             if not self._free:
-                raise FastpathError(f"RCU domain {self.name}: more than {len(self._sections) + len(self._qsbr)} reader threads")
+                n = len(self._sections) + len(self._qsbr)
+                raise FastpathError(f"RCU domain {self.name}: more than {n} reader threads")
             off = self._free.pop() * _WORD
             self._av.store(off, 0)
             kind[off] = None
@@ -304,8 +308,6 @@ class Domain:
         if w is not None and w is not threading.current_thread():
             w.join()
         if self._stats_av is not None:
-            from fastpath.rcu import registry
-            registry.unregister(self._registry_path)
             self._stats_av.release()
             self._stats_av = None
             self._stats_region.close()
@@ -409,7 +411,7 @@ class RcuMap(Mapping):
 
     __delitem__ = delete
 
-    def update_many(self, puts: Mapping = (), deletes=()) -> None:
+    def update_many(self, puts: Mapping = MappingProxyType({}), deletes=()) -> None:
         def change(d):
             out = [d.pop(k) for k in deletes if k in d]
             for k, v in dict(puts).items():
@@ -434,11 +436,9 @@ _MISSING = object()
 
 def read_domain_stats(buf) -> dict:
     """A registered Domain's counters from its stats page (read-only mapping is enough)."""
-    import struct
     w = [struct.unpack_from("<Q", buf, 8 * i)[0] for i in range(9)]
     if w[0] != DOMAIN_MAGIC:
-        from fastpath.errors import UsageError as _U
-        raise _U("not a fastpath RCU domain statistics page")
+        raise UsageError("not a fastpath RCU domain statistics page")
     gp, total, mx, queued, done, errors, sections, qsbr = w[1:]
     return {"kind": "domain", "grace_periods": gp, "gp_mean_ms": total / gp / 1e6 if gp else 0.0,
             "gp_max_ms": mx / 1e6, "pending_callbacks": queued - done, "callbacks_run": done,

@@ -17,8 +17,9 @@ The model (the QSBR flavor of liburcu and DPDK's rte_rcu_qsbr):
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import struct
 import zlib
 
 from fastpath.errors import FastpathError
+from fastpath.rcu._lookup import Lookup
 
 VERSION_MAGIC = int.from_bytes(b"FPRCUVER", "little")
 POISON_BYTE = 0xDE
@@ -229,7 +230,6 @@ def lookup(buf, base: int, key: bytes, size: int):
 def c_lookup(buf, current_off: int, versions_off: int, nversions: int, size: int):
     """The compiled lookup over `nversions` versions of `size` bytes from `versions_off`,
     CURRENT at `current_off`: .lookup(key), .lookup_at(base, key), .release()."""
-    from fastpath.rcu._lookup import Lookup
     return Lookup(buf, current_off, versions_off, nversions, size, C_LAYOUT, TornRead)
 
 

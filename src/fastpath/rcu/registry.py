@@ -1,10 +1,12 @@
-"""Where `fastpath rcu stats` finds the SharedTables and Domains of this instance.
+"""Where `fastpath rcu stats` finds the SharedTables and Domains of this instance: a store
+of notes, kept apart from the RCU core so that the core does no file I/O.
 
-A memfd has no path, so each writer (and each Domain created with `register=True`) leaves a
-small JSON note in the state dir (`<state>/rcu/<kind>-<name>.json`: kind, pid, fd, size). Any process allowed to (root, or the same user)
-can map the writer's memfd through /proc/<pid>/fd/<fd> read-only and read the statistics
-the writer keeps in the region header (a Domain keeps its counters in a one-page memfd). A note whose writer is gone is stale and removed on
-the next listing.
+A memfd has no path, so a process that wants its table (or its Domain's stats page) listed
+leaves a small JSON note in the state dir (`<state>/rcu/<kind>-<name>.json`: kind, pid,
+fd, size) with `register`, and removes it with `unregister`. Any process allowed to (root,
+or the same user) can open the memfd through /proc/<pid>/fd/<fd> (`open_region`) and read
+the statistics kept in it (rcu.stats). A note whose process is gone is stale and removed
+on the next listing.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import re
 import time
 from pathlib import Path
 
-from fastpath.kernel import proc
-from fastpath.kernel.files import atomic_write
 from fastpath import state
 from fastpath.errors import KernelError, NotFound, UsageError
+from fastpath.kernel import proc
+from fastpath.kernel.files import atomic_write
+from fastpath.shm.memfd import Region
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -66,27 +69,18 @@ def tables(kind: str | None = None) -> list[dict]:
     return out
 
 
-def read(note: dict) -> dict:
-    """Statistics of the table a note points at, read through a read-only mapping."""
-    from fastpath.rcu.domain import read_domain_stats
-    from fastpath.rcu.table import read_stats
-    from fastpath.shm.memfd import Region
-
+def open_region(note: dict) -> Region:
+    """The memfd a note points at, mapped read-only; the caller closes it."""
     path = f"/proc/{note['pid']}/fd/{note['fd']}"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError as e:
-        raise NotFound(f"table {note['name']}: its writer (pid {note['pid']}) is gone") from e
+        raise NotFound(f"{note.get('kind', 'table')} {note['name']}: its process "
+                       f"(pid {note['pid']}) is gone") from e
     except OSError as e:
         raise KernelError.from_oserror(f"open {path}", e) from e
     try:
-        region = Region(fd, os.fstat(fd).st_size, writable=False)
+        return Region(fd, os.fstat(fd).st_size, writable=False)
     except BaseException:
         os.close(fd)
         raise
-    try:
-        if note.get("kind", "table") == "domain":
-            return {"name": note["name"], "pid": note["pid"], **read_domain_stats(region.buf)}
-        return {"name": note["name"], **read_stats(region.buf)}
-    finally:
-        region.close()

@@ -58,11 +58,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import struct
 import threading
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
+from fastpath import naming
 from fastpath._atomic import AtomicView, fence
 from fastpath.errors import FastpathError, KernelError, UsageError
 from fastpath.rcu import layout, liveness
@@ -268,7 +270,6 @@ class SharedTable:
         self.on_stall = on_stall
         self._lock = threading.Lock()   # writer side: one publisher at a time in this process
         self._default: Reader | None = None
-        self._registry_path = None
         if stall_after is None:
             stall_after = self._av.load(H_STALL_AFTER_NS) / 1e9
         self.grace = GracePeriods(clock, stall_after=stall_after)
@@ -284,15 +285,14 @@ class SharedTable:
     @classmethod
     def create(cls, capacity: int = 1 << 20, *, readers: int = 64, versions: int = 8,
                name: str = "table", stall_after: float = 2.0, poison: bool = False,
-               register: bool = True, on_stall: Callable[[Stall], None] | None = None,
+               on_stall: Callable[[Stall], None] | None = None,
                clock: Callable[[], float] = time.monotonic) -> "SharedTable":
         """A new table whose versions hold `capacity` bytes each; this process is its writer.
 
-        With `register`, the table is listed for `fastpath rcu stats` under `name`."""
+        A caller that wants `fastpath rcu stats` to list it leaves a note (rcu.registry)."""
         if not _ok_part(name):
             raise UsageError(f"table name {name!r}: use lowercase letters, digits and '-'")
         vsize, voff, size = geometry(capacity, readers, versions)
-        from fastpath import naming
         region = Region.create(size, naming.name("rcu", name), populate=True)
         try:
             av = AtomicView(region.buf)
@@ -317,9 +317,6 @@ class SharedTable:
         except BaseException:
             t.close()
             raise
-        if register:
-            from fastpath.rcu import registry
-            t._registry_path = registry.register(name, os.getpid(), region.fd, size, "table")
         return t
 
     @classmethod
@@ -628,15 +625,11 @@ class SharedTable:
         return self._av
 
     def close(self) -> None:
-        """Free this process's reader slot (if any), unregister, unmap, close the fd."""
+        """Free this process's reader slot (if any), unmap, close the fd."""
         if self._av is None:
             return
         if self._default is not None:
             self._default.close()
-        if self._registry_path is not None:
-            from fastpath.rcu import registry
-            registry.unregister(self._registry_path)
-            self._registry_path = None
         self._c.release()   # both hold buffer exports: the mapping cannot close under them
         self._av.release()
         self._av = None
@@ -657,7 +650,6 @@ def _alive(s: Slot) -> bool:
 
 
 def _ok_part(name: str) -> bool:
-    import re
     return bool(re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name))
 
 

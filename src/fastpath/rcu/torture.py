@@ -31,7 +31,11 @@ import time
 import zlib
 
 from fastpath._atomic import AtomicView
-from fastpath.shm.memfd import Region
+from fastpath.rcu import registry
+from fastpath.rcu.domain import Domain, Protected
+from fastpath.rcu.layout import TornRead
+from fastpath.rcu.table import SharedTable
+from fastpath.shm.memfd import PAGE_SIZE, Region
 
 _VHDR = struct.Struct("<IQ")     # crc32, generation
 MAX_PROCS = 500
@@ -95,7 +99,6 @@ def _report(wfd: int, lock: threading.Lock, sent: list, msg: str) -> None:
 
 def _reader_thread(table, counters: _Counters, proc: int, nkeys: int, deadline: float,
                    wfd: int, lock, sent, seed: int) -> None:
-    from fastpath.rcu.layout import TornRead
     rnd = random.Random(seed)
     r = table.reader()
     try:
@@ -130,7 +133,6 @@ def _reader_thread(table, counters: _Counters, proc: int, nkeys: int, deadline: 
 
 def _reader_process(fd: int, counters_region: Region, proc: int, threads: int, nkeys: int,
                     deadline: float, wfd: int, seed: int) -> None:
-    from fastpath.rcu.table import SharedTable
     counters = _Counters(counters_region)
     table = SharedTable.attach(fd, reader=False)
     lock = threading.Lock()
@@ -164,9 +166,10 @@ def _poison(res: _Res) -> None:
 def _domain_process(counters_region: Region, proc: int, threads: int, deadline: float,
                     wfd: int, name: str) -> None:
     """Torture the in-process Domain: readers must never see a retired (poisoned) object."""
-    from fastpath.rcu.domain import Domain, Protected
     counters = _Counters(counters_region)
-    d = Domain(name, register=True)   # listed by `fastpath rcu stats` while it runs
+    d = Domain(name, export_stats=True)
+    # listed by `fastpath rcu stats` while it runs
+    note = registry.register(name, os.getpid(), d.stats_fd, PAGE_SIZE, "domain")
     refs = [Protected(d, _Res(i)) for i in range(4)]
     lock, sent = threading.Lock(), [0]
 
@@ -215,6 +218,7 @@ def _domain_process(counters_region: Region, proc: int, threads: int, deadline: 
     for t in ts:
         t.join()
     d.barrier(timeout=10)
+    registry.unregister(note)
     d.close()
     st = d.stats()
     os.write(wfd, ("domain-stats " + json.dumps({k: st[k] for k in (
@@ -226,13 +230,13 @@ def run(seconds: float = 10.0, *, readers: int = 3, threads: int = 2, nkeys: int
         kill_every: float = 0.5, seed: int | None = None, name: str = "torture",
         domain_threads: int = 2, on_progress=None) -> dict:
     """Run the torture for `seconds`; returns counts and grace-period statistics."""
-    from fastpath.rcu.table import SharedTable
 
     seed = random.randrange(1 << 30) if seed is None else seed
     rnd = random.Random(seed)
     capacity = 32 + 8 * 2048 + nkeys * 400 + 4096
     table = SharedTable.create(capacity, readers=max(64, readers * threads * 4), versions=32,
                                name=name, poison=True, stall_after=2.0)
+    note = registry.register(name, os.getpid(), table.fd, table.size, "table")
     counters_region = Region.create(MAX_PROCS * 32, "fp-rcu-torture-counters")
     counters = _Counters(counters_region)
     rfd, wfd = os.pipe()
@@ -376,6 +380,7 @@ def run(seconds: float = 10.0, *, readers: int = 3, threads: int = 2, nkeys: int
         os.close(rfd)
         table.reclaim()
         stats = table.stats()
+        registry.unregister(note)
         table.close()
         reads, bad, snaps = counters.totals(nprocs)
         counters.av.release()

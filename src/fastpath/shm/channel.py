@@ -33,9 +33,9 @@ end is closed) and, when SO_PEERCRED gave a pid in our namespace, a pidfd (reada
 that process exits, even if a child it forked still holds the socket), next to its
 eventfd. The peer is the process that connected or accepted: a channel end handed on to
 another process dies with the one that set it up. (Were the pid reused between connect
-and pidfd_open, the pidfd would watch a stranger; the socket EOF still tells.) A clean close sets a closed flag in the control page first, so "closed"
-(ChannelClosed) and "died" (PeerDied) are told apart; committed messages are still
-delivered after either.
+and pidfd_open, the pidfd would watch a stranger; the socket EOF still tells.) A clean
+close sets a closed flag in the control page first, so "closed" (ChannelClosed) and "died"
+(PeerDied) are told apart; committed messages are still delivered after either.
 """
 
 from __future__ import annotations
@@ -52,8 +52,15 @@ from fastpath.errors import KernelError, UsageError
 from fastpath.shm import header as hdr
 from fastpath.shm import ring
 from fastpath.shm.errors import ChannelClosed, ChannelTimeout, HandoverRefused, PeerDied
-from fastpath.shm.handover import (MAX_REGION, Connection, check_eventfd, close_fds,
-                                   map_received, recv_message, send_message)
+from fastpath.shm.handover import (
+    MAX_REGION,
+    Connection,
+    check_eventfd,
+    close_fds,
+    map_received,
+    recv_message,
+    send_message,
+)
 from fastpath.shm.memfd import Region
 
 _EFD_FLAGS = getattr(os, "EFD_CLOEXEC", 0o2000000) | getattr(os, "EFD_NONBLOCK", 0o4000)

@@ -30,7 +30,7 @@ def _seals() -> F.Finding:
     try:
         fd = os.memfd_create("fp-probe", M.MFD_CLOEXEC | M.MFD_ALLOW_SEALING)
     except OSError as e:
-        return F.refused(name, MECH, f"memfd_create: {errno.errorcode.get(e.errno, e.errno)}",
+        return F.refused(name, MECH, f"memfd_create: {errno.errorcode.get(e.errno or 0, e.errno)}",
                          "regions are handed over sealed; shm and the RCU tables need it")
     try:
         M.add_seals(fd, M.F_SEAL_SHRINK | M.F_SEAL_GROW)

@@ -38,7 +38,13 @@ from dataclasses import dataclass, field
 from fastpath.errors import KernelError, UsageError
 from fastpath.shm import header as hdr
 from fastpath.shm.errors import HandoverRefused, PeerDied, PeerNotAllowed
-from fastpath.shm.memfd import F_SEAL_FUTURE_WRITE, F_SEAL_SHRINK, F_SEAL_WRITE, Region, get_seals
+from fastpath.shm.memfd import (
+    F_SEAL_FUTURE_WRITE,
+    F_SEAL_SHRINK,
+    F_SEAL_WRITE,
+    Region,
+    get_seals,
+)
 
 # We never expect more than 3 fds; room for a few more lets us see (and close) a peer that
 # sends extra ones instead of only learning "truncated". Anything beyond is discarded by
@@ -346,7 +352,7 @@ def _stale_socket(path: str) -> bool:
         return False
     except ConnectionRefusedError:
         return True
-    except OSError as e:
+    except OSError:
         return False  # EPROTOTYPE: someone listens with another socket type; leave it
     finally:
         probe.close()

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import ipaddress
 
+from fastpath.sockredir import cgroup, loader, preflight
+
 
 def enable_for(cluster, pre=None) -> dict:
     """Enable accel for the cluster, or add its prefixes when accel is already enabled.
     `pre` is the preflight `fastpath up` ran before building anything (run here if None)."""
-    from fastpath.sockredir import cgroup, loader, preflight
 
     nets = [ipaddress.ip_network(n.pod_cidr) for n in cluster.nodes]
     nets += [ipaddress.ip_network(n.underlay_ip) for n in cluster.nodes]
@@ -26,7 +27,6 @@ def enable_for(cluster, pre=None) -> dict:
 
 def join_if_enabled() -> str | None:
     """Move the calling process into the accel cgroup when accel is enabled; its path."""
-    from fastpath.sockredir import cgroup, loader
 
     if not loader.is_enabled():
         return None

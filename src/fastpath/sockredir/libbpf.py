@@ -18,6 +18,7 @@ import ctypes.util
 import errno
 import os
 import threading
+from typing import TypeVar
 
 from fastpath.errors import KernelError, KernelUnsupported, MissingDependency
 from fastpath.kernel.fd import Fd
@@ -86,7 +87,7 @@ def lib():
         except OSError as e:
             raise MissingDependency(f"cannot load {LIBBPF_NAME}: {e}",
                                     hint="install the Debian package libbpf1") from e
-        P, I, U, S = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint, ctypes.c_char_p
+        P, I, U, S = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint, ctypes.c_char_p  # noqa: E741
         sigs = {
             "libbpf_set_print": (P, [P]),
             "bpf_object__open_file": (P, [S, P]),
@@ -109,6 +110,8 @@ def lib():
             "bpf_map_delete_elem": (I, [I, P]),
             "bpf_map_get_next_key": (I, [I, P, P]),
             "libbpf_num_possible_cpus": (I, []),
+            "bpf_map_get_next_id": (I, [U, P]),
+            "bpf_map_get_fd_by_id": (I, [U]),
             "libbpf_probe_bpf_prog_type": (I, [I, P]),
             "libbpf_probe_bpf_map_type": (I, [I, P]),
             "libbpf_probe_bpf_helper": (I, [I, I, P]),
@@ -151,13 +154,18 @@ def prog_detach(prog_fd: int, target_fd: int, attach_type: int, what: str) -> No
     _check(f"detach {what}", lib().bpf_prog_detach2(prog_fd, target_fd, attach_type))
 
 
-def prog_query(target_fd: int, attach_type: int, what: str) -> list[int]:
-    """IDs of the programs attached to target_fd for attach_type."""
+BPF_F_QUERY_EFFECTIVE = 1
+
+
+def prog_query(target_fd: int, attach_type: int, what: str, effective: bool = False) -> list[int]:
+    """IDs of the programs attached to target_fd for attach_type; with `effective`, those
+    that run for it (a cgroup's own and the ones it inherits from its ancestors)."""
     ids = (ctypes.c_uint32 * 64)()
     cnt = ctypes.c_uint32(64)
     flags = ctypes.c_uint32(0)
     _check(f"query programs on {what}", lib().bpf_prog_query(
-        target_fd, attach_type, 0, ctypes.byref(flags), ids, ctypes.byref(cnt)))
+        target_fd, attach_type, BPF_F_QUERY_EFFECTIVE if effective else 0,
+        ctypes.byref(flags), ids, ctypes.byref(cnt)))
     return list(ids[: cnt.value])
 
 
@@ -166,12 +174,57 @@ def prog_get_by_id(prog_id: int) -> Fd:
     return Fd(_check(f"open program id {prog_id}", fd), f"prog {prog_id}")
 
 
+class BpfMapInfo(ctypes.Structure):
+    """The head of struct bpf_map_info (include/uapi/linux/bpf.h), as far as fastpath reads
+    it; the kernel fills the first `info_len` bytes it knows. tests/sockredir/test_libbpf.py
+    checks every offset against the running kernel's BTF."""
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32),
+                ("key_size", ctypes.c_uint32), ("value_size", ctypes.c_uint32),
+                ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
+                ("name", ctypes.c_char * 16)]
+
+
+class BpfProgInfo(ctypes.Structure):
+    """The head of struct bpf_prog_info: type, then id (checked against BTF likewise)."""
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32)]
+
+
+_InfoT = TypeVar("_InfoT", bound=ctypes.Structure)
+
+
+def _info(fd: int, info: _InfoT, what: str) -> _InfoT:
+    n = ctypes.c_uint32(ctypes.sizeof(info))
+    _check(f"get {what} info", lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info),
+                                                               ctypes.byref(n)))
+    return info
+
+
 def obj_id(fd: int) -> int:
-    """The kernel id of a program or map fd (bpf_prog_info.id / bpf_map_info.id, both at +4)."""
-    buf = (ctypes.c_uint8 * 256)()
-    n = ctypes.c_uint32(len(buf))
-    _check("get object info", lib().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)))
-    return int.from_bytes(bytes(buf[4:8]), "little")
+    """The kernel id of a program or map fd (the `id` of bpf_prog_info / bpf_map_info,
+    which share their first two fields)."""
+    return _info(fd, BpfProgInfo(), "object").id
+
+
+def map_info(fd: int) -> BpfMapInfo:
+    return _info(fd, BpfMapInfo(), "map")
+
+
+def map_ids(limit: int = 1 << 16) -> list[int]:
+    """Every BPF map id on the machine (BPF_MAP_GET_NEXT_ID)."""
+    out: list[int] = []
+    cur, nxt = 0, ctypes.c_uint32(0)
+    while len(out) < limit and lib().bpf_map_get_next_id(cur, ctypes.byref(nxt)) == 0:
+        cur = nxt.value
+        out.append(cur)
+    return out
+
+
+def map_fd_by_id(map_id: int) -> Fd | None:
+    """An fd for map `map_id`, None when it is gone (ENOENT: freed since it was listed)."""
+    fd = lib().bpf_map_get_fd_by_id(map_id)
+    if fd == -errno.ENOENT:
+        return None
+    return Fd(_check(f"open map id {map_id}", fd), f"map {map_id}")
 
 
 def possible_cpus() -> int:
@@ -238,18 +291,24 @@ class KernelBtf:
 
     def members(self, struct: str) -> list[str] | None:
         """Member names of a struct, or None when the kernel has no such struct."""
+        offs = self.member_offsets(struct)
+        return None if offs is None else list(offs)
+
+    def member_offsets(self, struct: str) -> dict[str, int] | None:
+        """Member name -> byte offset (bit offset / 8; fastpath reads no bitfields)."""
         tid = self._find(struct, BTF_KIND_STRUCT)
         if not tid:
             return None
         L = lib()
         tp = L.btf__type_by_id(self._btf, tid)
         t = _BtfType.from_address(tp)
-        vlen = t.info & 0xFFFF
-        out = []
-        for i in range(vlen):
+        kflag = t.info >> 31  # with kind_flag, offset's low 24 bits are the bit offset
+        out = {}
+        for i in range(t.info & 0xFFFF):
             m = _BtfMember.from_address(tp + ctypes.sizeof(_BtfType) + i * ctypes.sizeof(_BtfMember))
             name = L.btf__name_by_offset(self._btf, m.name_off)
-            out.append(name.decode() if name else "")
+            bits = m.offset & 0xFFFFFF if kflag else m.offset
+            out[name.decode() if name else ""] = bits // 8
         return out
 
     def close(self) -> None:

@@ -19,15 +19,19 @@ nothing is redirected until everything else is in place, and a failure undoes it
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastpath.kernel.fd import Fd
-from fastpath import naming
+from pyroute2 import IPRoute
+
+from fastpath import naming, state
 from fastpath.errors import AlreadyExists, KernelError, MissingDependency, NotFound
+from fastpath.kernel.fd import Fd
+from fastpath.sockredir import cgroup as CG
 from fastpath.sockredir import features as F
 from fastpath.sockredir import keys as K
 from fastpath.sockredir import libbpf as B
@@ -175,9 +179,7 @@ def open_pinned() -> Pinned:
 
 def node_prefixes() -> list:
     """This netns's own addresses (as /32 and /128), loopback excluded (handled in BPF)."""
-    import ipaddress
 
-    from pyroute2 import IPRoute
     out = []
     with IPRoute() as ipr:
         for a in ipr.get_addr():
@@ -221,7 +223,6 @@ def enable(cgroup_path: str, extra_local: list, config: dict | None = None,
            bound: F.QueueBound | None = None, selftest: dict | None = None) -> dict:
     """Load, fill, pin and attach; undo everything on failure. `bound` is the sk_msg build
     (default: the one this kernel takes, from features.probe()); `selftest` is recorded."""
-    from fastpath.sockredir import cgroup as CG
 
     ensure_bpffs()
     if is_enabled():
@@ -323,7 +324,6 @@ CREATE TABLE IF NOT EXISTS sockredir_kernel (
 
 
 def _db():
-    from fastpath import state
     conn = state.connect()
     state.ensure_schema(conn, "sockredir", 2, _DDL)
     return conn
@@ -399,7 +399,6 @@ def attached_ids(cgroup_path: str) -> list[int]:
 def disable() -> dict:
     """Detach sockops from its cgroup, unpin everything, remove the cgroup fastpath made
     (when no process is left in it). Connections already redirected keep working."""
-    from fastpath.sockredir import cgroup as CG
 
     if not is_enabled():
         raise NotFound("accel is not enabled in this instance")
@@ -452,7 +451,6 @@ def status() -> dict:
 
 
 def _cgroup_procs(path: str) -> list[int]:
-    from fastpath.sockredir import cgroup as CG
     return CG.procs(path)
 
 

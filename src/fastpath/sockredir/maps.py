@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 from fastpath.sockredir import keys as K
 
@@ -39,7 +40,7 @@ class LocalNets:
     """fp_local4 + fp_local6: the prefixes whose peers count as on this node."""
 
     def __init__(self, v4: MapBackend, v6: MapBackend) -> None:
-        self.by_family = {K.AF_INET: v4, K.AF_INET6: v6}
+        self.by_family: dict[int, MapBackend] = {K.AF_INET: v4, K.AF_INET6: v6}
 
     def add(self, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
         family, key = K.lpm_key(net)

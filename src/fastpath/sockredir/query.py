@@ -18,15 +18,16 @@ That walk needs CAP_SYS_ADMIN; without it only the pinned map is consulted.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 import struct
 import threading
 import time
 
-from fastpath.kernel.fd import Fd
+from fastpath.errors import KernelError
 from fastpath.sockredir import keys as K
+from fastpath.sockredir import libbpf as B
+from fastpath.sockredir import loader
 
 SO_COOKIE = 57
 SO_NETNS_COOKIE = 71
@@ -58,7 +59,6 @@ class _Maps:
         self.others: set[int] = set()  # ids of maps that are not fp_sockhash
 
     def get(self) -> list:
-        from fastpath.sockredir import loader
         try:
             st = os.stat(loader.pin_path(loader.MAP_SOCKHASH))
             ident = (st.st_dev, st.st_ino)
@@ -74,8 +74,6 @@ class _Maps:
             return list(self.maps.values())
 
     def _rescan(self) -> None:
-        from fastpath.sockredir import libbpf as B
-        from fastpath.sockredir import loader
 
         found: dict[int, object] = {}
         pinned = loader.pin_path(loader.MAP_SOCKHASH)
@@ -83,9 +81,9 @@ class _Maps:
             try:
                 fd = B.obj_get(pinned)
                 found[B.obj_id(fd.fileno())] = B.KernelMap(fd, K.SOCK_KEY.size, 8, pinned)
-            except Exception:
+            except KernelError:  # unpinned between the exists() and the open: none now
                 pass
-        ids = _map_ids()
+        ids = B.map_ids()
         self.others &= set(ids)
         for map_id in ids:
             if map_id in found or map_id in self.others:
@@ -93,10 +91,10 @@ class _Maps:
             if map_id in self.maps:
                 found[map_id] = self.maps.pop(map_id)
                 continue
-            fd = _map_fd_by_id(map_id)
+            fd = B.map_fd_by_id(map_id)
             if fd is None:
                 continue
-            if _map_name(fd.fileno()) == MAP_NAME:
+            if B.map_info(fd.fileno()).name == MAP_NAME:
                 found[map_id] = B.KernelMap(fd, K.SOCK_KEY.size, 8, f"map id {map_id}")
             else:
                 self.others.add(map_id)
@@ -108,38 +106,6 @@ class _Maps:
 
 
 _maps = _Maps()
-
-
-def _map_ids() -> list[int]:
-    from fastpath.sockredir import libbpf as B
-    L = B.lib()
-    f = L.bpf_map_get_next_id
-    f.restype, f.argtypes = ctypes.c_int, [ctypes.c_uint32, ctypes.c_void_p]
-    out, cur, nxt = [], 0, ctypes.c_uint32(0)
-    while f(cur, ctypes.byref(nxt)) == 0 and len(out) < 1 << 16:
-        cur = nxt.value
-        out.append(cur)
-    return out
-
-
-def _map_fd_by_id(map_id: int):
-    from fastpath.sockredir import libbpf as B
-    L = B.lib()
-    f = L.bpf_map_get_fd_by_id
-    f.restype, f.argtypes = ctypes.c_int, [ctypes.c_uint32]
-    fd = f(map_id)
-    return Fd(fd, f"map {map_id}") if fd >= 0 else None
-
-
-def _map_name(fd: int) -> bytes:
-    """bpf_map_info.name: type, id, key_size, value_size, max_entries, map_flags (6 x u32),
-    then name[16] at offset 24."""
-    from fastpath.sockredir import libbpf as B
-    buf = (ctypes.c_uint8 * 256)()
-    n = ctypes.c_uint32(len(buf))
-    if B.lib().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)) < 0:
-        return b""
-    return bytes(buf[24:40]).split(b"\0", 1)[0]
 
 
 def is_accelerated(sock: socket.socket) -> bool:
@@ -155,7 +121,7 @@ def is_accelerated(sock: socket.socket) -> bool:
     for m in _maps.get():
         try:
             raw = m.lookup(key)
-        except Exception:
+        except KernelError:  # its last user unpinned and closed it since the scan: skip
             continue
         if raw is not None and struct.unpack("<Q", raw[:8])[0] == cookie:
             return True

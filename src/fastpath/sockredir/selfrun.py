@@ -29,10 +29,10 @@ import termios
 import threading
 import time
 
-from fastpath.kernel.fd import Fd
 from fastpath import naming
 from fastpath.errors import KernelError
 from fastpath.kernel import netns as NS
+from fastpath.kernel.fd import Fd
 from fastpath.sockredir import cgroup as CG
 from fastpath.sockredir import features as F
 from fastpath.sockredir import keys as K

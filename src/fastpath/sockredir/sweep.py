@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 
+from fastpath.sockredir import cgroup as CG
+from fastpath.sockredir import libbpf as B
+from fastpath.sockredir import loader
+
 
 def sweep() -> list[str]:
-    from fastpath.sockredir import cgroup as CG
-    from fastpath.sockredir import libbpf as B
-    from fastpath.sockredir import loader
 
     removed: list[str] = []
     d = loader.pin_dir()

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import ipaddress
 import json
 import math
-import os
 import random
 import selectors
 import socket
@@ -31,6 +31,16 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+
+from rich.console import Group
+
+from fastpath.errors import AlreadyExists
+from fastpath.kernel.netns import run_in as in_netns
+from fastpath.output import table
+from fastpath.podnet.pair import PodPair
+from fastpath.sockredir import cgroup as CG
+from fastpath.sockredir import loader
+from fastpath.sockredir.query import is_accelerated
 
 KINDS = ("loop-a", "loop-b", "pod-ab", "pod-ba")
 MODES = ("clean",) * 7 + ("reset-client", "reset-server", "close-while-sending")
@@ -174,8 +184,6 @@ def _pump(sock: socket.socket, out: Stream, chk: Checker, deadline: float,
 # --- worker: runs in the accel cgroup -------------------------------------------------
 
 def _worker(spec: dict) -> dict:
-    from fastpath.kernel.netns import run_in as in_netns
-    from fastpath.sockredir.query import is_accelerated
 
     rng = random.Random(spec["seed"])
     pods = spec["pods"]  # [{"netns":..., "ip":...}, ...] a, b
@@ -269,7 +277,7 @@ def _worker(spec: dict) -> dict:
         while time.monotonic() < deadline_all and not stopping.is_set():
             try:
                 conn, _ = ls.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -327,7 +335,7 @@ def _worker(spec: dict) -> dict:
             running += 1
         if client_done.acquire(timeout=0.2):
             running -= 1
-    for plan, t in clients:
+    for _, t in clients:
         t.join(max(0.1, deadline_all - time.monotonic()))
     # servers finish after their clients; a stuck one reports itself at deadline_all
     while time.monotonic() < deadline_all + 5:
@@ -411,10 +419,6 @@ def _add(acc: dict, c: dict) -> None:
 def run(seconds: float = 30.0, connections: int = 24, max_size: int = 4 << 20,
         budget: int = 12 << 20, seed: int | None = None, toggle_every: tuple = (0.5, 2.0),
         grace: float = 30.0) -> TortureReport:
-    from fastpath.errors import AlreadyExists
-    from fastpath.sockredir import cgroup as CG
-    from fastpath.sockredir import loader
-    from fastpath.podnet.pair import PodPair
 
     if loader.is_enabled():
         raise AlreadyExists("accel is enabled in this instance; the torture test toggles it "
@@ -423,7 +427,6 @@ def run(seconds: float = 30.0, connections: int = 24, max_size: int = 4 << 20,
     rng = random.Random(seed)
     rep = TortureReport(seconds=seconds, seed=seed)
     pp = PodPair(prefix="tt", cidr="10.244.78.0/24")
-    import ipaddress
     local = [ipaddress.ip_network(pp.cidr)]
     worker = None
     cg = CG.default_path()
@@ -486,9 +489,7 @@ def run(seconds: float = 30.0, connections: int = 24, max_size: int = 4 << 20,
 
 
 def render(d: dict):
-    from rich.console import Group
 
-    from fastpath.output import table
     rows = [(k, v["connections"], v["accelerated"], v["clean"], v["aborted"],
              f"{v['bytes'] / 1e6:.1f}") for k, v in d["by_kind"].items()]
     parts = [table(f"torture: {'PASS' if d['ok'] else 'FAIL'} ({d['total_connections']} "

@@ -23,8 +23,12 @@ from __future__ import annotations
 import errno as _errno
 import os
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from fastpath import naming
 from fastpath.errors import KernelError, NotFound
+from fastpath.podnet import netfilter, sysctl
+from fastpath.podnet.rtnl import Rtnl
 from fastpath.trace import iptables
 from fastpath.trace.model import Link, NetnsSnapshot, RouteAnswer
 
@@ -78,7 +82,6 @@ class LiveProbe:
     def _ipr(self, netns: str):
         s = self._sockets.get(netns)
         if s is None:
-            from fastpath.podnet.rtnl import Rtnl
             s = self._sockets[netns] = Rtnl(netns)
         return s.ipr
 
@@ -134,7 +137,6 @@ class LiveProbe:
             dst = n.get_attr("NDA_DST")
             if lk is not None and dst:
                 neigh[(lk.name, dst)] = NUD_STATES.get(n["state"], hex(n["state"]))
-        from fastpath.podnet import netfilter, sysctl
         values = [int(sysctl.read(netns, key)) for key in SYSCTLS]
         rules = netfilter.iptables(netns, program="iptables-save").stdout
         notes = []
@@ -160,7 +162,6 @@ class LiveProbe:
                 if name not in snap.links:
                     raise NotFound(f"no interface {name} in netns {netns}")
                 kw[key] = snap.links[name].index
-        from pyroute2.netlink.exceptions import NetlinkError
         try:
             msgs = list(self._ipr(netns).route("get", **kw))
         except NetlinkError as e:

@@ -20,6 +20,8 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from fastpath.errors import FastpathError, NotFound
+from fastpath.podnet import cluster as podnet_cluster
+from fastpath.podnet import routing
 from fastpath.trace.model import Endpoint, Probe
 from fastpath.trace.path import MissingRoute, RouteExplainer
 
@@ -36,11 +38,7 @@ class World:
 
 
 def load_cluster():
-    """This instance's podnet cluster, or None (no cluster, or podnet not installed)."""
-    try:
-        from fastpath.podnet import cluster as podnet_cluster
-    except ImportError:
-        return None
+    """This instance's podnet cluster, or None."""
     return podnet_cluster.load()
 
 
@@ -68,11 +66,10 @@ def world(cluster=None) -> World:
 
 
 def _routing_backend(cluster):
-    # An unavailable backend (its package not installed) only loses an explanation.
+    # An unknown backend only loses an explanation.
     try:
-        from fastpath.podnet import routing
         return routing.get(getattr(cluster, "routing", None))
-    except (FastpathError, ImportError):
+    except FastpathError:
         return None
 
 

@@ -20,8 +20,8 @@ The walk names one cause per broken path; every step's detail is in the hops.
 from __future__ import annotations
 
 import errno as _errno
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from fastpath.trace import iptables, rpfilter
 from fastpath.trace.model import Endpoint, Link, NetnsSnapshot, Probe, RouteAnswer

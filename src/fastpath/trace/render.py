@@ -4,6 +4,9 @@ rule texts and check details are there, the table keeps to a few words per cell.
 
 from __future__ import annotations
 
+from rich.console import Group
+from rich.text import Text
+
 from fastpath.output import table
 
 
@@ -44,8 +47,6 @@ def hop_table(tr: dict):
 
 
 def render(tr: dict):
-    from rich.console import Group
-    from rich.text import Text
     parts = [hop_table(tr)]
     reply = tr.get("reply")
     if reply is not None:
