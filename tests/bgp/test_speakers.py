@@ -10,6 +10,7 @@ import pytest
 from fastpath.bgp import bird, speakers, store
 from fastpath.bgp.model import Mesh, Timers
 from fastpath.errors import ConfigError, MissingDependency
+from fastpath.kernel import proc
 
 pytestmark = pytest.mark.root
 
@@ -184,5 +185,5 @@ def test_sweep_finds_birds_without_state(bed, state_dir):
     from fastpath.bgp import sweep
     removed = sweep.sweep()
     assert {f"bird pid {p}" for p in pids} <= set(removed)
-    assert not any(bird._alive(p) for p in pids)  # gone (a zombie awaits init's reaping)
+    assert not any(proc.alive(p) for p in pids)  # gone (a zombie awaits init's reaping)
     assert sweep.sweep() == []

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from fastpath import naming
+from fastpath import faults, naming
 from fastpath.errors import AlreadyExists, NotFound
 from fastpath.kernel import netns
 from fastpath.podnet import attach, netfilter
@@ -69,8 +69,8 @@ def test_attach_inspect_detach_by_name_path_and_fd(host_and_pods):
 def test_rollback_after_failure_at_each_step(host_and_pods, monkeypatch, step):
     host, p1, _ = host_and_pods
     before_host, before_pod = _links(host), _links(p1)
-    monkeypatch.setenv(attach.FAIL_ENV, step)
-    with pytest.raises(attach.InjectedFailure):
+    monkeypatch.setenv(faults.ENV["podnet"], step)
+    with pytest.raises(faults.InjectedFailure):
         attach.attach(host, p1, host_ifname="fpt9", address="10.50.0.9/32")
     assert _links(host) == before_host and _links(p1) == before_pod
     with Rtnl(host) as h:

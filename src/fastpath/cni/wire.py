@@ -18,9 +18,6 @@ on the plugin's fast path, where even `socket` (enum, selectors: ~7 ms here) is 
 
 from __future__ import annotations
 
-import os
-import socket
-
 MAGIC = b"FPCNI1"
 MAX_FDS = 2
 MAX_REQUEST = 1 << 20  # a network config with a large prevResult is still far below
@@ -29,6 +26,7 @@ MAX_REQUEST = 1 << 20  # a network config with a large prevResult is still far b
 def socket_path(environ=None, configured: str | None = None) -> str:
     """Where the agent of this instance listens."""
     if environ is None:
+        import os
         environ = os.environ
     if configured:
         return configured
@@ -75,6 +73,8 @@ def decode_env(blob: bytes) -> dict[str, str]:
 
 def recv_request(conn, timeout: float = 5.0) -> tuple[dict[str, str], bytes, dict[str, int]]:
     """Read one request; returns (env, stdin, {"H": fd, "P": fd}). The caller owns the fds."""
+    import os
+    import socket
     conn.settimeout(timeout)
     buf = b""
     fds: list[int] = []
