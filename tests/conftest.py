@@ -92,6 +92,17 @@ def patience(seconds: float, starts: int = 1) -> float:
     return seconds + starts * start_cost()
 
 
+def require(ok: bool, why: str) -> None:
+    """Skip a test whose tool or kernel feature is missing on a developer's machine; in CI
+    (CI=true), where the set-up installs everything, a missing one is a failure: a suite
+    that passes by skipping proves nothing."""
+    if ok:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{why} (CI installs it: a missing one is a failure, not a skip)")
+    pytest.skip(why)
+
+
 def run_fastpath(*argv: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     """Run the `fastpath` command as a user would, in this test's state dir and instance."""
     p = subprocess.run([sys.executable, "-m", "fastpath", *argv], capture_output=True, text=True,

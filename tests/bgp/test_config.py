@@ -1,3 +1,4 @@
+import os
 import re
 import shutil
 import subprocess
@@ -6,6 +7,7 @@ import pytest
 
 from fastpath.bgp.config import peer_of_protocol, peer_protocol, render
 from fastpath.bgp.model import Mesh, Timers
+from tests.conftest import require
 
 from .test_model import mesh, node
 
@@ -77,11 +79,11 @@ def test_protocol_names_round_trip():
     assert peer_of_protocol("fp_kernel") is None
 
 
-@pytest.mark.skipif(shutil.which("bird") is None and not shutil.os.path.exists("/usr/sbin/bird"),
-                    reason="bird not installed")
 @pytest.mark.parametrize("m, name", [(mesh(3), "node1"), (mesh(5, reflector="node2"), "node2"),
                                      (mesh(5, reflector="node2"), "node4"), (Mesh((node(1),)), "node1")])
 def test_bird_accepts_rendered_config(tmp_path, m, name):
+    require(shutil.which("bird") is not None or os.path.exists("/usr/sbin/bird"),
+            "bird is not installed (scripts/install-system-packages.sh)")
     f = tmp_path / "bird.conf"
     f.write_text(render(m, name, str(tmp_path / "log")))
     p = subprocess.run([shutil.which("bird") or "/usr/sbin/bird", "-p", "-c", str(f)],

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from tests.conftest import require
+
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 SERVER = """
@@ -25,8 +27,8 @@ c, a = s.accept(); c.sendall(("peer=%s\\n" % a[0]).encode()); c.close()
 
 def _need(*programs):
     for p in programs:
-        if shutil.which(p) is None and not os.path.exists(p):
-            pytest.skip(f"{p} is not installed (scripts/install-system-packages.sh)")
+        require(shutil.which(p) is not None or os.path.exists(p),
+                f"{p} is not installed (scripts/install-system-packages.sh)")
 
 
 @pytest.fixture

@@ -123,5 +123,30 @@ def test_reset_while_the_other_end_reads(accel):
             got += b
     except ConnectionResetError:
         pass
-    assert bytes(got) == data[:len(got)]
+    # every byte was in s's psock queue before the RST: the reader gets them all, in order
+    assert len(got) == len(data) and bytes(got) == data
     s.close()
+
+
+def test_msg_peek_sees_redirected_bytes_and_takes_none(accel):
+    """The proxy's fallback where FIONREAD cannot count redirected bytes (6.1): a 1-byte
+    MSG_PEEK, served by tcp_bpf_recvmsg from the psock queue, driven here for real."""
+    from fastpath.proxy.splice import SocketOps
+    from fastpath.sockredir.query import is_accelerated
+    ops = SocketOps()
+    with in_cgroup(accel["cgroup"]):
+        c, s = pair()
+    assert is_accelerated(s)
+    assert ops.peek_one(s.fileno()) == 0          # nothing queued: EAGAIN, not an error
+    c.sendall(b"p" * 3000)
+    time.sleep(0.05)
+    assert ops.peek_one(s.fileno()) == 1
+    assert ops.peek_one(s.fileno()) == 1          # a peek consumes nothing
+    assert recv_exact(s, 3000) == b"p" * 3000
+    assert ops.peek_one(s.fileno()) == 0
+    c.close()
+    time.sleep(0.05)
+    assert ops.peek_one(s.fileno()) == 0          # EOF: nothing to read, the read path tells
+    s.close()
+    with pytest.raises(OSError):
+        ops.peek_one(s.fileno() if s.fileno() >= 0 else 10_000)  # a closed fd is a bug: raised

@@ -1,7 +1,10 @@
-"""The map wrappers over an in-memory backend with the kernel's byte-level contract."""
+"""The map wrappers: over an in-memory backend with the kernel's byte-level contract (every
+case, no root), and over the kernel's own maps (the LPM tries, with root)."""
 
 import ipaddress
 import struct
+
+import pytest
 
 from fastpath.sockredir import keys as K
 from fastpath.sockredir.maps import Counters, LocalNets, SockHash
@@ -54,3 +57,31 @@ def test_counters_read_sums_cpus_and_handles_empty():
     m.update(struct.pack("<I", 0), K.COUNTERS.pack(1, 10, 0, 0, 0, 0, 0, 0, 0, 0) * 3)
     r = c.read()
     assert r["redirected_msgs"] == 3 and r["redirected_bytes"] == 30
+
+
+@pytest.mark.root
+def test_local_nets_on_the_kernels_lpm_tries(accel):
+    """The key layout (prefixlen, then the address in network order) against the kernel's
+    longest-prefix match, on the tries sockops reads."""
+    from fastpath.sockredir import loader
+    p = loader.open_pinned()
+    try:
+        _, _, ln = p.views()
+        for n in ("10.99.0.0/16", "10.99.7.0/24", "fd00:99::/64"):
+            ln.add(ipaddress.ip_network(n))
+        listed = [str(n) for n in ln.list()]
+        assert {"10.99.0.0/16", "10.99.7.0/24", "fd00:99::/64"} <= set(listed)
+
+        def hit(addr: str) -> bool:
+            fam, key = K.lpm_key(ipaddress.ip_network(addr))
+            m = p.local4 if fam == K.AF_INET else p.local6
+            return m.lookup(key) == K.LPM_VALUE.pack(1)
+
+        assert hit("10.99.7.9/32") and hit("10.99.200.1/32") and hit("fd00:99::5/128")
+        assert not hit("10.98.0.1/32") and not hit("fd00:98::5/128")
+        assert ln.remove(ipaddress.ip_network("10.99.0.0/16"))
+        assert hit("10.99.7.9/32") and not hit("10.99.200.1/32")  # the /24 still matches
+        assert ln.remove(ipaddress.ip_network("10.99.7.0/24"))
+        assert not hit("10.99.7.9/32")
+    finally:
+        p.close()

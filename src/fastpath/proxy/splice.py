@@ -20,6 +20,7 @@ Tests replace `SocketOps` with an in-memory fake (tests/proxy/fakes.py).
 from __future__ import annotations
 
 import array
+import errno
 import fcntl
 import os
 import socket
@@ -54,19 +55,31 @@ class SocketOps:
             s.detach()
 
     def pending(self, fd: int, peek: bool = False) -> int:
-        """Bytes readable on a socket: FIONREAD, else (peek) a 1-byte MSG_PEEK, which
-        tcp_bpf_recvmsg serves from the sk_msg ingress list that splice cannot see."""
+        """Bytes readable on a socket: FIONREAD, else (peek) peek_one."""
         buf = array.array("i", [0])
         try:
             fcntl.ioctl(fd, _FIONREAD, buf, True)
-        except OSError:
-            return 0
+        except OSError as e:
+            # EBADF/ENOTSOCK would be a bug in the caller's fd bookkeeping: say so
+            if e.errno in (errno.EBADF, errno.ENOTSOCK):
+                raise
+            return 0  # ENOTCONN and the like: nothing readable, the read path will tell why
         if buf[0] or not peek:
             return buf[0]
+        return self.peek_one(fd)
+
+    def peek_one(self, fd: int) -> int:
+        """1 when a byte is readable, by a 1-byte MSG_PEEK: tcp_bpf_recvmsg serves it from
+        the sk_msg ingress list that splice cannot see, and where FIONREAD counts 0 for
+        redirected bytes (kernels without sk_psock.msg_tot_len, 6.1) it is the only way."""
         s = socket.socket(fileno=fd)
         try:
             return len(s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except OSError:
-            return 0
+        except (BlockingIOError, InterruptedError):
+            return 0  # nothing queued now
+        except OSError as e:
+            if e.errno in (errno.EBADF, errno.ENOTSOCK):
+                raise
+            return 0  # a reset or error: the read path reports it
         finally:
             s.detach()
