@@ -50,7 +50,13 @@ ET = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 IN_EV = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 OUT_EV = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 _LINGER_RST = struct.pack("ii", 1, 0)
+# accept(2) errors, decided once (accept(2) lists them):
+# - out of fds or memory right now (EMFILE, ENFILE, ENOBUFS, ENOMEM): pause accepting for a
+#   tick; the connections wait in the kernel's accept queue and nothing is lost;
+# - that one connection is gone (ECONNABORTED: the client reset before accept; EPROTO: a
+#   protocol error on it; EPERM: netfilter refused it): log it and accept the next.
 _ACCEPT_PAUSE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+_ACCEPT_SKIP_ERRNOS = frozenset((errno.ECONNABORTED, errno.EPROTO, errno.EPERM))
 FD_RESERVE = 16      # fds kept free for a backend socket, pipes, checks, the status file
 TICK = 0.1            # timer resolution: timeouts are checked this often
 PUBLISH_EVERY = 0.5   # status file refresh
@@ -91,10 +97,12 @@ class Conn:
         self.svc = svc
         self.client = client
         self.peer = peer
-        self.backend: socket.socket | None = None
-        self.be: Backend | None = None
-        self.c2b: Direction | None = None
-        self.b2c: Direction | None = None
+        # None only until _connect sets them, before any use: typed as what they hold, so
+        # the hot path pays no checks for the connecting window
+        self.backend: socket.socket = None  # type: ignore[assignment]
+        self.be: Backend = None  # type: ignore[assignment]
+        self.c2b: Direction = None  # type: ignore[assignment]
+        self.b2c: Direction = None  # type: ignore[assignment]
         self.r_c2b = self.r_b2c = forward.WANT_READ
         self.connecting = True
         self.deadline = 0.0
@@ -144,11 +152,11 @@ class Worker:
         self.drain_deadline = 0.0
         self.stop = False
         self.publish_now = False
-        self.counters = collections.Counter()
+        self.counters: collections.Counter[str] = collections.Counter()
         self.accel = AccelProbe() if cfg.accel_check else None
         # the service table the master publishes (fastpath.rcu SharedTable): backends
         # change in place on reload, read here without a lock or a syscall
-        self.table = None
+        self.table: SharedTable | None = None
         self._table_raw: bytes | None = None
         if table_fd is not None:
             self.table = SharedTable.attach(table_fd)
@@ -178,18 +186,19 @@ class Worker:
                 self._pause(st)  # maxconn: new ones wait in the kernel's accept queue
                 return
             try:
-                fd, peer = ls._accept()
+                client, peer = ls.accept()
             except BlockingIOError:
-                return
+                return  # the accept queue is empty
             except OSError as e:
                 if e.errno in _ACCEPT_PAUSE_ERRNOS:
-                    self._pause_accepting(now, os.strerror(e.errno))
+                    self._pause_accepting(now, os.strerror(e.errno or 0))
                     return
-                if e.errno in (errno.ECONNABORTED, errno.EPERM, errno.EPROTO):
+                if e.errno in _ACCEPT_SKIP_ERRNOS:
+                    log.debug("%s: accept: %s", st.svc.name, os.strerror(e.errno or 0))
                     continue
                 raise
-            client = socket.socket(ls.family, socket.SOCK_STREAM, 0, fileno=fd)
             client.setblocking(False)
+            fd = client.fileno()
             st.accepted += 1
             self._cid += 1
             conn = Conn(self._cid, st, client, peer)
@@ -236,7 +245,7 @@ class Worker:
             st.refused += 1
             conn.client.close()
             if e.errno in _ACCEPT_PAUSE_ERRNOS:
-                self._pause_accepting(now, e.strerror)
+                self._pause_accepting(now, os.strerror(e.errno or 0))
             return
         # forwarded segments leave as they come; Nagle would hold the small ones (client
         # sockets inherit TCP_NODELAY from the listener: tcp_create_openreq_child copies it)
@@ -455,7 +464,9 @@ class Worker:
         self.pipes.trim(now)
 
     def _read_table(self) -> None:
-        """Apply the master's service table if it changed since the last look."""
+        """Apply the master's service table if it changed since the last look (callers
+        check that there is a table)."""
+        assert self.table is not None
         raw = self.table.lookup(TABLE_KEY)
         if raw is None or raw == self._table_raw:
             return
