@@ -114,7 +114,9 @@ def _cluster(n: int, reflector: bool) -> dict[str, float]:
             t0 = time.monotonic()
             b.add_node()
             add = time.monotonic() - t0
-        speakers.wait_converged(store.load(), 1.0)  # what `up`/`add` promised
+        mesh = store.load()
+        assert mesh is not None  # `up` just stored it
+        speakers.wait_converged(mesh, 1.0)  # what `up`/`add` promised
         return {"cluster up": up, "cluster add": add}
     finally:
         sweep_all()

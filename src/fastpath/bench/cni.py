@@ -72,7 +72,8 @@ class _Node:
         deadline = time.monotonic() + 30
         while not os.path.exists(self.socket + ".pid"):
             if self.agent.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"fastpath agent did not start: {self.agent.stderr.read().decode()}")
+                err = self.agent.stderr.read().decode() if self.agent.stderr else ""
+                raise RuntimeError(f"fastpath agent did not start: {err}")
             time.sleep(0.02)
 
     def _child(self) -> None:
@@ -105,7 +106,8 @@ class _Node:
             except subprocess.TimeoutExpired:
                 self.agent.kill()
                 self.agent.wait()
-        if self.agent is not None and os.environ.get("FASTPATH_BENCH_AGENT_LOG"):
+        if self.agent is not None and self.agent.stderr and \
+                os.environ.get("FASTPATH_BENCH_AGENT_LOG"):
             with open(os.environ["FASTPATH_BENCH_AGENT_LOG"], "wb") as f:
                 f.write(self.agent.stderr.read())
         os.close(self.host_fd)

@@ -31,6 +31,11 @@ def _run(args: argparse.Namespace) -> int:
     from fastpath.bench.harness import default_plot
     from fastpath.output import console, print_json, table
 
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        # plots are the benches' only use of it: an optional extra, asked before the run
+        from fastpath.errors import MissingDependency
+        raise MissingDependency("--plot needs matplotlib", op="plot",
+                                hint="pip install 'fastpath[bench]' (make bench does)")
     mod = importlib.import_module(args.bench_module)
     result = mod.run(args)
     if args.json_file:

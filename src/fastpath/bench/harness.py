@@ -19,7 +19,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,7 @@ def pinned(cpu: int) -> Callable[[], None]:
     return lambda: os.sched_setaffinity(0, {cpu})
 
 
-def percentile(samples: list[float], q: float) -> float:
+def percentile(samples: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty sample list."""
     s = sorted(samples)
     k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
@@ -53,11 +53,12 @@ def summarize(samples: Iterable[float]) -> dict[str, float]:
             "p90": percentile(s, 90), "p99": percentile(s, 99), "min": min(s), "max": max(s)}
 
 
-def interleave(contenders: dict[str, Callable[[], float | list[float]]], rounds: int,
-               warmup: int = 1) -> dict[str, list[float]]:
+def interleave(contenders: Mapping[str, Callable[[], Any]], rounds: int,
+               warmup: int = 1) -> dict[str, list[Any]]:
     """Call each contender once per round, in turn (A B A B ...), after `warmup` unrecorded
-    rounds. A contender returns one sample or a list of samples."""
-    out: dict[str, list[float]] = {k: [] for k in contenders}
+    rounds. A contender returns one sample or a list of samples (a number, or a tuple of
+    figures measured together)."""
+    out: dict[str, list[Any]] = {k: [] for k in contenders}
     for r in range(warmup + rounds):
         for name, fn in contenders.items():
             got = fn()

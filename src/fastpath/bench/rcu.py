@@ -138,7 +138,7 @@ def _reader(mode: str, fd: int, lockpath: str, lock, keys: list[bytes], start: f
     n = 0
     lat: list[int] = []
     if mode == "rcu":
-        r = t._default
+        r = t.thread_reader()
         r.offline()
         while time.monotonic() < start:
             time.sleep(0.001)
@@ -351,7 +351,7 @@ def _run(res: BenchResult, s: _Setup, duration: float, rounds: int) -> None:
 
 def _breakdown(s: _Setup, rounds: int, n: int = 50_000) -> dict[str, list[float]]:
     t = SharedTable.attach(s.table.fd)
-    r = t._default
+    r = t.thread_reader()
     lf = os.open(s.lockpath, os.O_RDWR)
     keys = s.keys
     nk = len(keys)
@@ -398,6 +398,7 @@ def _inprocess(rounds: int, n: int = 320_000) -> dict[str, list[float]]:
 
     class Holder:
         __slots__ = ("value",)
+        value: dict
     h = Holder()
     h.value = {"table": 1}
     sec = d.read()

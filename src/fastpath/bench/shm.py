@@ -34,10 +34,12 @@ import tempfile
 import time
 import traceback
 from multiprocessing import shared_memory
+from typing import cast
 
 from fastpath.bench.harness import BenchResult, cpus, pin
 from fastpath.errors import UsageError
 from fastpath.shm import channel
+from fastpath.shm.channel import Consumer, Producer
 from fastpath.shm.handover import Connection, Listener
 
 DESCRIPTION = ("fastpath.shm Channel against UDS, TCP loopback, multiprocessing.shared_memory and "
@@ -83,7 +85,7 @@ class Stream:
     def __init__(self, name: str, max_size: int) -> None:
         self.name = name
         self.max_size = max_size
-        self._listener = None
+        self._listener: socket.socket | None = None
         if name == "uds":
             a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             self._socks = (a, b)
@@ -114,6 +116,7 @@ class Stream:
 
     def parent_init(self) -> None:
         if self.name == "tcp":
+            assert self._listener is not None  # made by __init__ for tcp
             s, _ = self._listener.accept()
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._listener.close()
@@ -179,17 +182,23 @@ class ChannelPair:
 
     def child_init(self) -> None:
         self._listener.sock.close()
-        self.cons_small = channel.accept(Connection.connect(self.path), spin=self.spin)
-        self.cons_large = channel.accept(Connection.connect(self.path), spin=self.spin)
-        self.prod = channel.accept(Connection.connect(self.path), spin=self.spin)
+        # the parent offers them in this order and roles: consumer, consumer, producer
+        self.cons_small = cast(Consumer, channel.accept(Connection.connect(self.path),
+                                                        spin=self.spin))
+        self.cons_large = cast(Consumer, channel.accept(Connection.connect(self.path),
+                                                        spin=self.spin))
+        self.prod = cast(Producer, channel.accept(Connection.connect(self.path), spin=self.spin))
 
     def parent_init(self) -> None:
-        self.prod_small = channel.offer(self._listener.accept(timeout=30), slots=SMALL_SLOTS,
-                                        capacity=SMALL_CAPACITY, role="producer", spin=self.spin)
-        self.prod_large = channel.offer(self._listener.accept(timeout=30), slots=4,
-                                        capacity=self.max_size, role="producer", spin=self.spin)
-        self.cons = channel.offer(self._listener.accept(timeout=30), slots=2,
-                                  capacity=self.max_size, role="consumer", spin=self.spin)
+        self.prod_small = cast(Producer, channel.offer(
+            self._listener.accept(timeout=30), slots=SMALL_SLOTS, capacity=SMALL_CAPACITY,
+            role="producer", spin=self.spin))
+        self.prod_large = cast(Producer, channel.offer(
+            self._listener.accept(timeout=30), slots=4, capacity=self.max_size,
+            role="producer", spin=self.spin))
+        self.cons = cast(Consumer, channel.offer(
+            self._listener.accept(timeout=30), slots=2, capacity=self.max_size,
+            role="consumer", spin=self.spin))
         self._listener.close()
         os.rmdir(self._dir)
 
@@ -246,6 +255,12 @@ class ChannelPair:
             side.close()
 
 
+def _buf(shm: shared_memory.SharedMemory) -> memoryview:
+    """Its mapping: None only after close()."""
+    assert shm.buf is not None
+    return shm.buf
+
+
 class MpShared:
     """multiprocessing.shared_memory, one buffer per direction, Pipe messages to notify."""
 
@@ -254,9 +269,10 @@ class MpShared:
         self.max_size = max_size
         self.there = shared_memory.SharedMemory(create=True, size=max_size)
         self.back = shared_memory.SharedMemory(create=True, size=max_size)
+        assert self.there.buf is not None and self.back.buf is not None  # open until close
         self.pconn, self.cconn = mp.Pipe()
         for shm in (self.there, self.back):  # fault the pages in: compare transports, not faults
-            _touch(shm.buf)
+            _touch(_buf(shm))
 
     def child_init(self) -> None:
         self.pconn.close()
@@ -265,7 +281,7 @@ class MpShared:
         self.cconn.close()
 
     def tput(self, payload: memoryview, size: int, count: int) -> float:
-        buf, conn, src = self.there.buf, self.pconn, payload[:size]
+        buf, conn, src = _buf(self.there), self.pconn, payload[:size]
         t0 = time.perf_counter()
         for _ in range(count):  # one buffer: write, say so, wait until it has been read
             buf[:size] = src
@@ -274,7 +290,7 @@ class MpShared:
         return time.perf_counter() - t0
 
     def rtt(self, payload: memoryview, size: int, count: int) -> list[float]:
-        buf, conn, src, out = self.there.buf, self.pconn, payload[:size], []
+        buf, conn, src, out = _buf(self.there), self.pconn, payload[:size], []
         for _ in range(count):
             t0 = time.perf_counter()
             buf[:size] = src
@@ -284,14 +300,14 @@ class MpShared:
         return out
 
     def sink(self, size: int, count: int) -> None:
-        buf, conn = self.there.buf, self.cconn
+        buf, conn = _buf(self.there), self.cconn
         for _ in range(count):
             conn.recv_bytes()
             _ = buf[0]  # read in place, no copy
             conn.send_bytes(b"r")
 
     def echo(self, size: int, count: int) -> None:
-        there, back, conn = self.there.buf, self.back.buf, self.cconn
+        there, back, conn = _buf(self.there), _buf(self.back), self.cconn
         for _ in range(count):
             conn.recv_bytes()
             back[:size] = there[:size]

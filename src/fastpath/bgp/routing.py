@@ -11,6 +11,8 @@ right after `up` or `node add` sees a converged cluster.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastpath.bgp import bird, speakers, store
 from fastpath.bgp.model import BgpNode, Mesh, Timers
 from fastpath.errors import FastpathError, NotFound, UsageError
@@ -107,7 +109,7 @@ class BgpRouting:
             except NotFound:
                 have = []
             have_dst = {d for d, _ in have}
-            entry = {"expected": [f"{d} via {v}" for d, v in want],
+            entry: dict[str, Any] = {"expected": [f"{d} via {v}" for d, v in want],
                      "installed": [f"{d} via {v}" for d, v in have],
                      "missing": [f"{d} via {v}" for d, v in want if d not in have_dst],
                      "bird_pid": bird.running_pid(n.name), "sessions": []}

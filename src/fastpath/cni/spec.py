@@ -174,7 +174,7 @@ def version_tuple(v: str) -> tuple[int, int, int]:
         raise CniError(DECODE_FAILURE, "invalid cniVersion", repr(v)) from None
     if len(parts) != 3:
         raise CniError(DECODE_FAILURE, "invalid cniVersion", repr(v))
-    return parts  # type: ignore[return-value]
+    return parts[0], parts[1], parts[2]
 
 
 def check_version(v: str) -> str:

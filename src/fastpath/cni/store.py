@@ -9,6 +9,7 @@ was wired in: `fastpath down` only deletes links in the namespace it runs in.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import time
@@ -105,9 +106,9 @@ class Store:
         self.conn.execute("INSERT OR REPLACE INTO cni_nodes (boot_id, netns_cookie, checked) "
                           "VALUES (?, ?, ?)", (boot_id(), cookie, time.time()))
 
-    def sweep(self) -> list[str]:
+    def sweep(self) -> builtins.list[str]:  # `list` here is the method below
         """Drop every row of the space; delete host links wired in this namespace."""
-        removed = []
+        removed: builtins.list[str] = []
         here = current_netns_inode()
         rows = self.list()
         links = [a.host_link for a in rows if a.host_ns == here]

@@ -104,7 +104,7 @@ class Builder:
         bridge = naming.link_name("underlay", "bridge")
         if not cl.insert_cluster(self.conn, underlay=str(p.underlay), underlay_netns=under_ns,
                                  bridge=bridge, pod_supernet=str(p.pod_supernet), routing=backend.name):
-            return cl.load(self.conn), False
+            return cl.load_existing(self.conn), False
         undo = Undo()
         undo.push(self._forget_all)
         try:
@@ -115,12 +115,12 @@ class Builder:
                                underlay_ip=str(np.underlay_ip), underlay_prefixlen=p.underlay.prefixlen,
                                underlay_ifname="eth0", bridge_port=naming.link_name("underlay", np.name),
                                pod_cidr=str(np.pod_cidr), router_id=np.router_id)
-                self._make_node(cl.load(self.conn), node, undo)
+                self._make_node(cl.load_existing(self.conn), node, undo)
                 faults.point("podnet", "node", "up")
-            c = cl.load(self.conn)
+            c = cl.load_existing(self.conn)
             for pod_name, node_name in p.pods:
                 self._add_pod(c, node_name, pod_name, undo)
-            c = cl.load(self.conn)
+            c = cl.load_existing(self.conn)
             backend.setup(c)
             undo.push(backend.teardown, c)
             faults.point("podnet", "routing", "up")
@@ -128,7 +128,7 @@ class Builder:
         except BaseException:
             undo.run()
             raise
-        return cl.load(self.conn), True
+        return cl.load_existing(self.conn), True
 
     def _forget_all(self) -> None:
         cl.forget(self.conn)
@@ -178,16 +178,16 @@ class Builder:
         name = plan.check_name("node", name or plan.node_name(idx))
         if any(n.name == name for n in c.nodes):
             raise AlreadyExists(f"node {name} already exists")
-        u = ipaddress.ip_network(c.underlay)
+        u = ipaddress.IPv4Network(c.underlay)
         if pod_cidr is None:
-            used = [ipaddress.ip_network(n.pod_cidr) for n in c.nodes]
+            used = [ipaddress.IPv4Network(n.pod_cidr) for n in c.nodes]
             k = idx
-            while any(plan.node_pod_cidr(ipaddress.ip_network(c.pod_supernet), k).overlaps(x) for x in used):
+            while any(plan.node_pod_cidr(ipaddress.IPv4Network(c.pod_supernet), k).overlaps(x) for x in used):
                 k += 1
-            cidr = plan.node_pod_cidr(ipaddress.ip_network(c.pod_supernet), k)
+            cidr = plan.node_pod_cidr(ipaddress.IPv4Network(c.pod_supernet), k)
         else:
             cidr = plan.parse_net("pod CIDR", pod_cidr)
-        plan.check_new_cidr(name, cidr, u, {n.name: ipaddress.ip_network(n.pod_cidr) for n in c.nodes})
+        plan.check_new_cidr(name, cidr, u, {n.name: ipaddress.IPv4Network(n.pod_cidr) for n in c.nodes})
         used_ips = {n.underlay_ip for n in c.nodes}
         k = idx
         while str(plan.underlay_ip(u, k)) in used_ips:
@@ -203,12 +203,12 @@ class Builder:
         undo = Undo()
         try:
             self._make_node(c, node, undo)
-            c = cl.load(self.conn)
+            c = cl.load_existing(self.conn)
             backend.node_added(c, c.node(name))
         except BaseException:
             undo.run()
             try:
-                backend.node_removed(cl.load(self.conn), node)
+                backend.node_removed(cl.load_existing(self.conn), node)
             except Exception:
                 pass
             raise
@@ -226,7 +226,7 @@ class Builder:
             removed.append(f"pod {p.name}")
         with state.transaction(self.conn):
             cl.delete_node(self.conn, name)
-        c = cl.load(self.conn)
+        c = cl.load_existing(self.conn)
         routing.get(c.routing).node_removed(c, node)
         self._delete_netns(node.netns)
         self.ipam.forget_pool(node.pod_cidr)

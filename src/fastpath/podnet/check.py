@@ -88,8 +88,9 @@ class Servers:
             for key, _ in self.sel.select():
                 if key.fileobj == self._stop[0]:
                     return
+                ls: socket.socket = key.fileobj  # type: ignore[assignment]  # the listener
                 try:
-                    conn, peer = key.fileobj.accept()
+                    conn, peer = ls.accept()
                 except OSError:
                     continue
                 with conn:
@@ -228,7 +229,7 @@ def render(d: dict):
             bad = [k.upper() for k in ("icmp", "tcp") if not r[k]["ok"]]
             row.append("[green]ok[/]" if not bad else f"[red]{'+'.join(bad)} FAIL[/]")
         t.add_row(a, *row)
-    parts = [t]
+    parts: list = [t]
     fails = [r for r in d["results"] if not (r["icmp"]["ok"] and r["tcp"]["ok"])]
     for r in fails:
         why = r["icmp"]["error"] if not r["icmp"]["ok"] else r["tcp"]["error"]

@@ -135,6 +135,15 @@ def connect() -> sqlite3.Connection:
     return conn
 
 
+def load_existing(conn: sqlite3.Connection | None = None) -> Cluster:
+    """This instance's cluster, which the caller has just made or found: NotFound if it is
+    gone (another `fastpath down` ran meanwhile)."""
+    c = load(conn)
+    if c is None:
+        raise NotFound("the cluster is gone (a `fastpath down` ran meanwhile)")
+    return c
+
+
 def load(conn: sqlite3.Connection | None = None, scope: str | None = None) -> Cluster | None:
     """This instance's cluster with its nodes and pods (pods being made included, phase
     "creating"), or None."""

@@ -146,7 +146,7 @@ def cmd_up(args) -> int:
                        pod_supernet=args.pod_supernet or plan.DEFAULT_POD_SUPERNET,
                        routing_options={"route_reflector": args.route_reflector,
                                         "bgp_hold": args.bgp_hold})
-    accel = None
+    accel: dict | None = None
     if getattr(args, "accel", False):
         from fastpath.sockredir.cluster import enable_for
         try:
@@ -157,8 +157,8 @@ def cmd_up(args) -> int:
     if not made:
         msg = (f"a cluster exists already in scope {c.scope}* ({len(c.nodes)} nodes, {len(c.pods)} pods, "
                f"{c.phase}): nothing changed; `fastpath down` removes it")
-        failed = bool(accel) and accel.get("enabled") is False
-        if failed:
+        failed = accel is not None and accel.get("enabled") is False
+        if accel is not None and failed:
             msg = msg.replace("nothing changed", f"accel is OFF ({accel['error']}), "
                                                   "nothing else changed")
         elif accel is not None:
@@ -171,7 +171,7 @@ def cmd_up(args) -> int:
         return 1 if failed else 0
     routes = routing.get(c.routing).status(c)
     data = {"created": True, **_cluster_data(c, routes), **({"accel": accel} if accel else {})}
-    accel_off = bool(accel) and accel.get("enabled") is False
+    accel_off = accel is not None and accel.get("enabled") is False
     if getattr(args, "proxy", False):
         from fastpath.proxy import demo
         data["proxy"] = demo.up()

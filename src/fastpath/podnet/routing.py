@@ -83,7 +83,7 @@ def get(name: str | None = None, **options) -> RoutingBackend:
 
 def expected_routes(cluster, node) -> list[tuple[str, str]]:
     """(pod CIDR, via) every node should have toward the others: pure, for any backend."""
-    cidrs = {n.name: (ipaddress.ip_network(n.pod_cidr), ipaddress.ip_address(n.underlay_ip))
+    cidrs = {n.name: (ipaddress.IPv4Network(n.pod_cidr), ipaddress.IPv4Address(n.underlay_ip))
              for n in cluster.nodes}
     return [(str(c), str(v)) for c, v in static_routes(node.name, cidrs)]
 

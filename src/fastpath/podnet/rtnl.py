@@ -78,6 +78,7 @@ def netlink_error(op: str, e) -> Exception:
     code = getattr(e, "code", None) or 0
     msg = _errno.errorcode.get(code, "")
     text = (str(e.args[1]) if len(e.args) > 1 else "") or os.strerror(code)
+    err: KernelError | AlreadyExists | NotFound
     if code == _errno.EEXIST:
         err = AlreadyExists(text, op=op, errno=code)
     elif code in (_errno.ENODEV, _errno.ESRCH) and "route" not in op:

@@ -9,6 +9,7 @@ iptables chains with it: nothing podnet makes lives outside its own namespaces.
 from __future__ import annotations
 
 import re
+from collections.abc import Set
 
 from fastpath import naming
 from fastpath.errors import FastpathError
@@ -24,7 +25,7 @@ from fastpath.podnet.ipam import Ipam
 _OURS = re.compile(r"^(underlay|node\d+|pod-[a-z0-9-]+|bench-[a-z0-9-]+)$")
 
 
-def ours(ns_name: str, known: set[str] = frozenset()) -> bool:
+def ours(ns_name: str, known: Set[str] = frozenset()) -> bool:
     if ns_name in known:
         return True
     if not naming.owned(ns_name):

@@ -3,6 +3,8 @@ so we step into the netns (fastpath.kernel.netns.entered), open, and step back."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastpath.errors import KernelError
 from fastpath.kernel.netns import Netns, NetnsSpec, entered
 
@@ -20,7 +22,7 @@ def read(ns: "NetnsSpec", key: str) -> str:
             raise KernelError.from_oserror(f"read sysctl {key} in netns {n.label}", e) from e
 
 
-def write(ns: "NetnsSpec", values: dict[str, str | int]) -> None:
+def write(ns: "NetnsSpec", values: Mapping[str, str | int]) -> None:
     """Set several sysctls in one visit to the netns."""
     with Netns.open(ns) as n, entered(n):
         for key, value in values.items():

@@ -38,6 +38,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from fastpath.errors import ConfigError
 
@@ -146,12 +147,12 @@ def _parse_check(words: list[str]) -> HealthCheck:
             "fall": _int_range(1, 100), "rise": _int_range(1, 100)}
     if len(words) % 2:
         raise ValueError("takes `key value` pairs: interval, timeout, fall, rise")
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     for k, v in zip(words[::2], words[1::2]):
         if k not in keys:
             raise ValueError(f"unknown check option {k!r} (interval, timeout, fall, rise)")
         out[k] = keys[k](v)
-    hc = HealthCheck(**out)  # type: ignore[arg-type]
+    hc = HealthCheck(**out)
     if hc.timeout <= 0 or hc.interval <= 0:
         raise ValueError("interval and timeout must be > 0")
     return hc
@@ -191,9 +192,9 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 def parse(text: str, source: str = "<string>") -> ProxyConfig:
     """Parse and validate a whole config; raises ConfigError(where="file:line")."""
-    glob: dict[str, object] = {}
-    services: list[tuple[int, str, dict[str, object]]] = []
-    section: dict[str, object] | None = None
+    glob: dict[str, Any] = {}
+    services: list[tuple[int, str, dict[str, Any]]] = []
+    section: dict[str, Any] | None = None
     schema: dict | None = None
 
     for lineno, raw in enumerate(text.splitlines(), 1):
@@ -231,13 +232,13 @@ def parse(text: str, source: str = "<string>") -> ProxyConfig:
         except ValueError as e:
             raise ConfigError(f"{key}: {e}", where=where) from None
         if repeats:
-            section.setdefault(fname, []).append((value, lineno))  # type: ignore[union-attr]
+            section.setdefault(fname, []).append((value, lineno))
         elif fname in section:
             raise ConfigError(f"{key} is given twice", where=where)
         else:
             section[fname] = value
 
-    cfg = ProxyConfig(source=source, **glob)  # type: ignore[arg-type]
+    cfg = ProxyConfig(source=source, **glob)
     out: list[Service] = []
     seen_listen: dict[tuple[str, int], str] = {}
     for lineno, name, sec in services:
@@ -249,14 +250,14 @@ def parse(text: str, source: str = "<string>") -> ProxyConfig:
         listen = sec["listen"]
         if listen in seen_listen:
             raise ConfigError(f"service {name!r} listens on {listen[0]}:{listen[1]} like "
-                              f"service {seen_listen[listen]!r}", where=where)  # type: ignore
-        seen_listen[listen] = name  # type: ignore[index]
+                              f"service {seen_listen[listen]!r}", where=where)
+        seen_listen[listen] = name
         backends = []
-        for (ep, bl) in sec.pop("backends"):  # type: ignore[union-attr]
+        for (ep, bl) in sec.pop("backends"):
             if ep in backends:
                 raise ConfigError(f"backend {ep[0]}:{ep[1]} listed twice", where=f"{source}:{bl}")
             backends.append(ep)
-        out.append(Service(name=name, backends=tuple(backends), **sec))  # type: ignore[arg-type]
+        out.append(Service(name=name, backends=tuple(backends), **sec))
     if not out:
         raise ConfigError("no `service` section: nothing to proxy", where=f"{source}:1")
     return replace(cfg, services=tuple(out))

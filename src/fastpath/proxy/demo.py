@@ -84,7 +84,7 @@ def up(vip: str = DEFAULT_VIP, port: int = DEFAULT_PORT, workers: int = 1,
     for p in backends:
         # into the cgroup first: `ip netns exec` mounts its own /sys, without the pins
         _spawn([*wrap, "ip", "netns", "exec", p.netns, sys.executable, "-m",
-                "fastpath.proxy.demo_backend", p.name, p.ip, str(BACKEND_PORT)],
+                "fastpath.proxy.demo_backend", p.name, str(p.ip), str(BACKEND_PORT)],
                str(base / f"backend-{p.name}.log"))
         started.append(f"backend {p.name} {p.ip}:{BACKEND_PORT}")
     for n in c.nodes:

@@ -149,7 +149,7 @@ class Master:
         self.last_reload: dict = {}
         self.flags: set[str] = set()
         self.respawn_after: dict[int, float] = {}
-        self.table = None
+        self.table: SharedTable | None = None
         self.claimed = False   # the run dir is ours (no other live master of this name)
 
     def _claim_dir(self) -> None:
@@ -207,6 +207,7 @@ class Master:
 
     def _publish_table(self) -> None:
         table = {s.name: [list(b) for b in s.backends] for s in self.cfg.services}
+        assert self.table is not None  # start() made it
         self.table.publish({TABLE_KEY: json.dumps(table).encode()})
 
     def start(self) -> None:
@@ -269,7 +270,9 @@ class Master:
                 return
             if pid == 0:
                 return
-            gen, slot = self.workers.pop(pid, (None, None))
+            if pid not in self.workers:
+                continue  # not a worker of ours (a check's child): nothing to restart
+            gen, slot = self.workers.pop(pid)
             (self.dir / f"worker-{pid}.json").unlink(missing_ok=True)
             if gen == self.generation and "stop" not in self.flags:
                 log.error("worker %d (slot %d) exited with status %d; restarting", pid, slot,

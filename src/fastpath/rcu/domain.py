@@ -50,6 +50,7 @@ class _Section:
     `with domain.read():` costs one thread-local lookup and, outermost, two atomic adds."""
 
     __slots__ = ("_add", "off", "nest", "release", "__weakref__")
+    release: weakref.finalize  # returns the slot when the thread-local dies
 
     def __init__(self, av: AtomicView, off: int) -> None:
         self._add = av.fetch_add
@@ -72,6 +73,7 @@ class _Section:
 
 class _Qsbr:
     __slots__ = ("off", "release", "__weakref__")
+    release: weakref.finalize
 
     def __init__(self, off: int) -> None:
         self.off = off
@@ -310,6 +312,7 @@ class Domain:
         if self._stats_av is not None:
             self._stats_av.release()
             self._stats_av = None
+        if self._stats_region is not None:
             self._stats_region.close()
 
     def __enter__(self) -> "Domain":

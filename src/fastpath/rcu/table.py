@@ -145,7 +145,7 @@ class Reader:
 
     def __init__(self, table: "SharedTable", index: int) -> None:
         self._table = table
-        self._av = table._av
+        self._av: AtomicView = table._need()
         self._c = table._c
         self.lookup = table._c.lookup
         self._vsize = table.version_size
@@ -384,6 +384,11 @@ class SharedTable:
             self._default = self.reader()
         return self._default
 
+    def thread_reader(self) -> Reader:
+        """The Reader that lookup() and quiescent() on this table use (made on first use),
+        for callers that drive it directly: offline while idle, lookups bound once."""
+        return self._reader()
+
     def lookup(self, key: bytes) -> bytes | None:
         if self.is_writer:   # the writer reads its own table; it reclaims nothing under itself
             self._need()
@@ -458,7 +463,7 @@ class SharedTable:
 
         self._write(fill, lambda: data, timeout)
 
-    def _write(self, fill: Callable[[int], bool], result: Callable[[], dict], timeout: float) -> None:
+    def _write(self, fill: Callable[[int], object], result: Callable[[], dict], timeout: float) -> None:
         if not self.is_writer:
             raise UsageError("this SharedTable was attached as a reader; only its creator writes")
         av = self._need()

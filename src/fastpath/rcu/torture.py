@@ -306,7 +306,8 @@ def run(seconds: float = 10.0, *, readers: int = 3, threads: int = 2, nkeys: int
                 data = {k: make_value(k, gen, rnd) for k in list(present)}
                 table.publish(data)
             elif op < 0.12:  # a batch
-                puts, dels = {}, []
+                puts: dict[bytes, bytes] = {}
+                dels: list[bytes] = []
                 for _ in range(rnd.randint(2, 16)):
                     k = key_of(rnd.randrange(nkeys))
                     if k in present and rnd.random() < 0.4:

@@ -70,6 +70,12 @@ class _Side:
     """What producer and consumer share: the mapping, the atomics, the fds, the waiting."""
 
     role = "side"
+    _peer_role: str        # set by Producer and Consumer
+    _timeout_reason: str
+    _buf: memoryview | None
+
+    def close(self) -> None:
+        raise NotImplementedError
 
     def __init__(self, conn: Connection, region: Region, layout: ring.RingLayout,
                  wait_efd: int, wake_efd: int, spin: float) -> None:
@@ -247,6 +253,7 @@ class Producer(_Side):
             self._wait(self._has_space, ring.OFF_PRODUCER_WAITING, ring.OFF_CONSUMER_CLOSED,
                        timeout, "loan")
         off = self._data_at[self._head % self.slots]
+        assert self._buf is not None  # None only once closed, and a closed side raised above
         self._loan = self._buf[off: off + self.capacity]
         return self._loan
 
@@ -310,6 +317,7 @@ class Consumer(_Side):
         i = self._tail % self.slots
         length = ring.check_length(self._a.load(self._len_at[i]), self.capacity)
         off = self._data_at[i]
+        assert self._buf is not None  # None only once closed
         self._slot = self._buf[off: off + length]
         self._view = self._slot.toreadonly()
         return self._view

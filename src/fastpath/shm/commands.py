@@ -94,7 +94,7 @@ def _recv(args: argparse.Namespace) -> int:
         allow = AllowList()
     else:
         allow = AllowList(frozenset(args.allow_uid or ()), frozenset(args.allow_gid or ()))
-    received = []
+    received: list[dict] = []
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     signal.signal(signal.SIGTERM, _terminated)  # unwind, so the socket file is removed
     with Listener(args.listen, allow) as listener:

@@ -194,7 +194,7 @@ def node_prefixes() -> list:
 
 
 def _unlink_pins(base: str) -> list[str]:
-    removed = []
+    removed: list[str] = []
     if not os.path.isdir(base):
         return removed
     for name in sorted(os.listdir(base)):
@@ -239,14 +239,14 @@ def enable(cgroup_path: str, extra_local: list, config: dict | None = None,
         ops, msg = load_objects(bound)
         objs += [ops, msg]
 
-        local = LocalNets(
-            B.KernelMap(Fd(os.dup(ops.map_fd("fp_local4"))), K.LPM4.size, 4, "fp_local4"),
-            B.KernelMap(Fd(os.dup(ops.map_fd("fp_local6"))), K.LPM6.size, 4, "fp_local6"))
+        lmap4 = B.KernelMap(Fd(os.dup(ops.map_fd("fp_local4"))), K.LPM4.size, 4, "fp_local4")
+        lmap6 = B.KernelMap(Fd(os.dup(ops.map_fd("fp_local6"))), K.LPM6.size, 4, "fp_local6")
+        local = LocalNets(lmap4, lmap6)
         nets = sorted(set(node_prefixes()) | set(extra_local), key=lambda n: (n.version, n))
         for n in nets:
             local.add(n)
-        for mm in local.by_family.values():
-            mm.close()
+        for fam_map in (lmap4, lmap6):
+            fam_map.close()
         cfg = {**dict.fromkeys(K.CONFIG_FIELDS, 0), "max_queued": DEFAULT_MAX_QUEUED,
                **(config or {})}
         with Fd(os.dup(ops.map_fd("fp_config"))) as cfd:
@@ -438,7 +438,7 @@ def status() -> dict:
         sh, ctr, local = p.views()
         my_id = B.obj_id(p.sockops.fileno())
         cg = att.get("cgroup")
-        attached = bool(cg) and my_id in attached_ids(cg)
+        attached = bool(cg) and my_id in attached_ids(str(cg))
         entries = sh.entries()
         return {"enabled": True, "pins": pin_dir(), "cgroup": cg, "attached": attached,
                 "sockops_prog_id": my_id, "sk_msg_prog_id": B.obj_id(p.sk_msg.fileno()),

@@ -53,7 +53,7 @@ class _Maps:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.maps: dict[int, object] = {}  # map id -> KernelMap
+        self.maps: dict[int, B.KernelMap] = {}
         self.scanned = 0.0
         self.pin_ident: tuple | None = None
         self.others: set[int] = set()  # ids of maps that are not fp_sockhash
@@ -75,7 +75,7 @@ class _Maps:
 
     def _rescan(self) -> None:
 
-        found: dict[int, object] = {}
+        found: dict[int, B.KernelMap] = {}
         pinned = loader.pin_path(loader.MAP_SOCKHASH)
         if os.path.exists(pinned):
             try:
@@ -91,14 +91,14 @@ class _Maps:
             if map_id in self.maps:
                 found[map_id] = self.maps.pop(map_id)
                 continue
-            fd = B.map_fd_by_id(map_id)
-            if fd is None:
+            mfd = B.map_fd_by_id(map_id)
+            if mfd is None:
                 continue
-            if B.map_info(fd.fileno()).name == MAP_NAME:
-                found[map_id] = B.KernelMap(fd, K.SOCK_KEY.size, 8, f"map id {map_id}")
+            if B.map_info(mfd.fileno()).name == MAP_NAME:
+                found[map_id] = B.KernelMap(mfd, K.SOCK_KEY.size, 8, f"map id {map_id}")
             else:
                 self.others.add(map_id)
-                fd.close()
+                mfd.close()
         for m in self.maps.values():
             if m not in found.values():
                 m.close()

@@ -152,6 +152,7 @@ def _pump(sock: socket.socket, out: Stream, chk: Checker, deadline: float,
                             res.failure = chk.bad
                             return
                 if ev & selectors.EVENT_WRITE and not send_done:
+                    assert cur is not None  # send_done is set when out runs dry
                     try:
                         n = sock.send(memoryview(cur)[off:off + (1 << 22)])
                     except BlockingIOError:
@@ -311,7 +312,7 @@ def _worker(spec: dict) -> dict:
         t.start()
     client_done = threading.Semaphore(0)
     started = 0
-    clients = []
+    clients: list[tuple[dict, threading.Thread]] = []
     running = 0
     while time.monotonic() < stop_new:
         while running < spec["connections"]:

@@ -108,7 +108,7 @@ class LiveProbe:
         for m in raw_links:
             info = m.get_attr("IFLA_LINKINFO")
             kind = info.get_attr("IFLA_INFO_KIND") if info else None
-            inet = {}
+            inet: dict = {}
             spec = m.get_attr("IFLA_AF_SPEC")
             if spec:
                 inet = spec.get_attr("AF_INET") or {}
@@ -128,15 +128,15 @@ class LiveProbe:
             if midx in by_index:
                 by_index[idx].master = by_index[midx].name
         for a in raw_addrs:
-            lk = by_index.get(a["index"])
-            if lk is not None:
-                lk.addrs.append(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+            owner = by_index.get(a["index"])
+            if owner is not None:
+                owner.addrs.append(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
         neigh = {}
         for n in raw_neigh:
-            lk = by_index.get(n["ifindex"])
+            on = by_index.get(n["ifindex"])
             dst = n.get_attr("NDA_DST")
-            if lk is not None and dst:
-                neigh[(lk.name, dst)] = NUD_STATES.get(n["state"], hex(n["state"]))
+            if on is not None and dst:
+                neigh[(on.name, dst)] = NUD_STATES.get(n["state"], hex(n["state"]))
         values = [int(sysctl.read(netns, key)) for key in SYSCTLS]
         rules = netfilter.iptables(netns, program="iptables-save").stdout
         notes = []

@@ -29,7 +29,7 @@ from fastpath.trace.path import MissingRoute, RouteExplainer
 @dataclass
 class World:
     """What the names mean in this instance: endpoints by name, labels by netns."""
-    cluster: object | None = None
+    cluster: podnet_cluster.Cluster | None = None
     labels: dict[str, str] = field(default_factory=dict)     # netns -> "pod x" / "node y"
     nodes: dict[str, str] = field(default_factory=dict)      # netns -> node name
     explainers: list[RouteExplainer] = field(default_factory=list)

@@ -270,7 +270,10 @@ def _addr_match(value: str, addr: str) -> bool:
 def _range_match(value: str, addr: str) -> bool:
     lo, _, hi = value.partition("-")
     ip = ipaddress.ip_address(addr)
-    return ipaddress.ip_address(lo) <= ip <= ipaddress.ip_address(hi or lo)
+    first, last = ipaddress.ip_address(lo), ipaddress.ip_address(hi or lo)
+    if not (first.version == ip.version == last.version):
+        return False  # an IPv4 range never matches an IPv6 packet, nor the reverse
+    return first <= ip <= last  # type: ignore[operator]  # same version, checked above
 
 
 def _port_match(value: str, port: int | None) -> bool | None:
@@ -317,6 +320,7 @@ def match_one(m: Match, pkt: Packet) -> bool | None:
     """Whether one condition holds; None when the packet leaves it undecided (an unknown
     source port)."""
     opt, v = m.option, m.value
+    r: bool | None
     if opt == "-s":
         r = _addr_match(v, pkt.src)
     elif opt == "-d":
@@ -384,9 +388,10 @@ def evaluate(rs: Ruleset, table: str, chain: str, pkt: Packet) -> Verdict:
     trail: list[str] = []
     notes: list[str] = []
     decided = _walk(rs, table, c, pkt, trail, notes, 0)
-    if decided is not None:
+    if isinstance(decided, tuple):
         verdict, rule = decided
         return Verdict(verdict, table, chain, rule=rule, trail=trail, notes=notes)
+    # fell through, or a chain reached by -g (goto) fell through: the policy decides
     policy = c.policy or "ACCEPT"
     return Verdict(policy, table, chain, by_policy=c.policy is not None, trail=trail,
                    notes=notes)

@@ -20,7 +20,7 @@ The walk names one cause per broken path; every step's detail is in the hops.
 from __future__ import annotations
 
 import errno as _errno
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from fastpath.trace import iptables, rpfilter
@@ -175,7 +175,7 @@ class PathWalk:
     def __init__(self, probe: Probe, src: Endpoint, dst: Endpoint, *, proto: str = "tcp",
                  port: int | None = None, labels: dict[str, str] | None = None,
                  nodes: dict[str, str] | None = None,
-                 explainers: list[RouteExplainer] = (),
+                 explainers: Sequence[RouteExplainer] = (),
                  packet: iptables.Packet | None = None, direction: str = "request") -> None:
         if src.netns is None:
             raise ValueError("the source must be in a known network namespace")
@@ -219,10 +219,11 @@ class PathWalk:
                                  f"{hook} policy {dropped.verdict} in {where} "
                                  f"({dropped.table} table): no rule accepts "
                                  f"{self._flow(in_iface, out_iface)}")
+            rule = dropped.rule
+            assert rule is not None  # not by policy, so a rule decided
             raise self._fail(FILTER_DROP, snap.name,
                              f"{hook} in {where} drops {self._flow(in_iface, out_iface)}: "
-                             f"{dropped.table} {dropped.rule.chain} rule "
-                             f"{dropped.rule.index}: {dropped.rule.text}")
+                             f"{dropped.table} {rule.chain} rule {rule.index}: {rule.text}")
         detail = "; ".join(v.explain() for v in verdicts if v.rule is not None)
         for v in nat:
             # fastpath has no NAT anywhere; a rewrite is someone else's rule, worth a word.
@@ -253,6 +254,7 @@ class PathWalk:
 
     def run(self) -> Trace:
         ns, ingress = self.trace.src.netns, None
+        assert ns is not None  # __init__ refuses an endpoint without a netns
         seen: set[tuple[str, str | None]] = set()
         try:
             for _ in range(MAX_HOPS):
@@ -282,7 +284,8 @@ class PathWalk:
                 self._hooks(hop, "OUTPUT", snap, out_iface="lo")
                 self._hooks(hop, "POSTROUTING", snap, out_iface="lo")
                 self._hooks(hop, "INPUT", snap, in_iface="lo")
-                return self._deliver(hop)
+                self._deliver(hop)
+                return None
             hop.hooks.append(HookStep("routing", "output", route.answer()))
             self._hooks(hop, "OUTPUT", snap, out_iface=route.oif)
             self._hooks(hop, "POSTROUTING", snap, out_iface=route.oif)
@@ -321,7 +324,8 @@ class PathWalk:
         if route.type == "local":
             hop.hooks.append(HookStep("routing", "local", route.answer()))
             self._hooks(hop, "INPUT", snap, in_iface=ingress)
-            return self._deliver(hop)
+            self._deliver(hop)
+            return None
         if route.type not in (None, "unicast"):
             hop.hooks.append(HookStep("routing", route.type, route.answer()))
             raise self._fail(NO_ROUTE, ns, f"no route to {self.pkt.dst} in {self.label(ns)}: "
@@ -484,7 +488,7 @@ class PathWalk:
                   next_hop=nh)
         self.trace.hops.append(hop)
         where = self.label(bsnap.name)
-        bridge = bsnap.links.get(bname)
+        bridge = bsnap.links.get(bname) if bname else None
         if bridge is None or not bridge.admin_up:
             hop.checks.append(Check("link", False, f"bridge {bname} is down"))
             raise self._fail(LINK_DOWN, bsnap.name, f"link down: bridge {bname} in {where}")
