@@ -32,7 +32,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml setup.py $(wildcard src/fastpath/*.c src/fastpath/*/*.c)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	@touch $@
 
 # BPF objects are compiled against this kernel's BTF (vmlinux.h from /sys/kernel/btf/vmlinux).
@@ -67,8 +67,12 @@ bench: setup
 	  $(BIN)/fastpath bench $$b --json out/bench-$$b.json --plot out/bench-$$b.png || exit 1; \
 	done
 
+# ruff (pyflakes, pycodestyle, import order, bugbear, imports at the top), mypy, and the
+# import graph against the designed arrows (tests/test_architecture.py)
 lint: venv
-	$(BIN)/python -m compileall -q src tests
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 clean:
 	rm -rf build $(VENV) out
