@@ -99,9 +99,9 @@ class _Maps:
             else:
                 self.others.add(map_id)
                 mfd.close()
-        for m in self.maps.values():
-            if m not in found.values():
-                m.close()
+        # Maps that went away are dropped, not closed: another thread may be in the middle
+        # of a lookup on one (get() hands out the list without holding the lock during
+        # lookups); its Fd closes when the last reference goes.
         self.maps = found
 
 
