@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 
+from fastpath.proxy import errnos
 from fastpath.proxy.pipepool import Pipe
 
 # pump() results
@@ -36,10 +37,9 @@ DST_RESET = 6     # writing dst failed (peer reset/gone): carry as RST back
 RESULT_NAMES = {WANT_READ: "want-read", WANT_WRITE: "want-write", DONE: "done",
                 YIELD: "yield", SRC_RESET: "src-reset", DST_RESET: "dst-reset"}
 
-# Errors that mean "the peer is gone", as opposed to a bug or a resource problem.
-_RESET = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.EHOSTUNREACH,
-                    errno.ENETUNREACH, errno.ECONNABORTED, errno.ENOTCONN))
-_CANT_SPLICE = frozenset((errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP))
+# errno decisions, with their reasons, come from one table (proxy/errnos.py)
+_RESET = errnos.of(errnos.DATA, errnos.Decision.PEER_GONE)
+_CANT_SPLICE = errnos.of(errnos.DATA, errnos.Decision.NO_SPLICE)
 
 STRIKES = 4          # readable-but-unspliceable in a row before a spliced socket copies
 BUDGET = 16          # reads per pump call before yielding to other connections
