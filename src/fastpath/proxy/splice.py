@@ -24,6 +24,7 @@ import errno
 import fcntl
 import os
 import socket
+import struct
 import termios
 
 SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
@@ -83,3 +84,30 @@ class SocketOps:
             return 0  # a reset or error: the read path reports it
         finally:
             s.detach()
+
+
+_LINGER_RST = struct.pack("ii", 1, 0)
+
+
+def reset_close(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0), the way a reset is carried to the other side."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+    except OSError:
+        pass
+    sock.close()
+
+
+def drain_close(sock: socket.socket) -> None:
+    """Close with FIN: read what the peer sent (close() with unread bytes would send
+    RST instead), then shut for writing and close."""
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    sock.close()

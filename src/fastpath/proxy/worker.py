@@ -30,18 +30,19 @@ import resource
 import select
 import signal
 import socket
-import struct
 import time
 from dataclasses import replace
 
 from fastpath.kernel.files import atomic_write
-from fastpath.proxy import forward
+from fastpath.proxy import errnos, forward
 from fastpath.proxy.accel import AccelProbe
-from fastpath.proxy.balance import Backend, Balancer
-from fastpath.proxy.config import ProxyConfig, Service
+from fastpath.proxy.balance import Backend
+from fastpath.proxy.config import ProxyConfig
 from fastpath.proxy.forward import Direction
+from fastpath.proxy.health import HealthChecks
 from fastpath.proxy.pipepool import PipeCache, PipePool
-from fastpath.proxy.splice import SocketOps
+from fastpath.proxy.service import ServiceState
+from fastpath.proxy.splice import SocketOps, drain_close, reset_close
 from fastpath.rcu.table import SharedTable
 
 log = logging.getLogger("fastpath.proxy")
@@ -49,43 +50,15 @@ log = logging.getLogger("fastpath.proxy")
 ET = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 IN_EV = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 OUT_EV = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
-_LINGER_RST = struct.pack("ii", 1, 0)
-# accept(2) errors, decided once (accept(2) lists them):
-# - out of fds or memory right now (EMFILE, ENFILE, ENOBUFS, ENOMEM): pause accepting for a
-#   tick; the connections wait in the kernel's accept queue and nothing is lost;
-# - that one connection is gone (ECONNABORTED: the client reset before accept; EPROTO: a
-#   protocol error on it; EPERM: netfilter refused it): log it and accept the next.
-_ACCEPT_PAUSE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
-_ACCEPT_SKIP_ERRNOS = frozenset((errno.ECONNABORTED, errno.EPROTO, errno.EPERM))
+# accept(2) errors, decided in proxy/errnos.py: out of fds or memory now -> pause a tick
+# (the kernel's queue holds the connections); that one connection gone -> take the next
+_ACCEPT_PAUSE_ERRNOS = errnos.of(errnos.ACCEPT, errnos.Decision.PAUSE_ACCEPT)
+_ACCEPT_SKIP_ERRNOS = errnos.of(errnos.ACCEPT, errnos.Decision.SKIP_ACCEPTED)
 FD_RESERVE = 16      # fds kept free for a backend socket, pipes, checks, the status file
 TICK = 0.1            # timer resolution: timeouts are checked this often
 PUBLISH_EVERY = 0.5   # status file refresh
 ACCEPT_BATCH = 64
 TABLE_KEY = b"services"   # SharedTable key: JSON {service: [[ip, port], ...]}
-
-
-def reset_close(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0), the way a reset is carried to the other side."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-    except OSError:
-        pass
-    sock.close()
-
-
-def drain_close(sock: socket.socket) -> None:
-    """Close with FIN: read what the peer sent (close() with unread bytes would send
-    RST instead), then shut for writing and close."""
-    try:
-        while sock.recv(65536):
-            pass
-    except OSError:
-        pass
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-    sock.close()
 
 
 class Conn:
@@ -110,19 +83,6 @@ class Conn:
         self.closed = False
 
 
-class ServiceState:
-    def __init__(self, svc: Service, listener: socket.socket, workers: int) -> None:
-        self.svc = svc
-        self.listener = listener
-        self.balancer = Balancer(svc)
-        self.conns = 0
-        self.limit = max(1, -(-svc.maxconn // workers))  # maxconn is split over workers
-        self.paused = False
-        self.accepted = 0
-        self.refused = 0     # connections closed because no backend could take them
-        self.next_check = 0.0
-
-
 class Worker:
     def __init__(self, cfg: ProxyConfig, listeners: dict[str, socket.socket], slot: int,
                  generation: int, status_path: str | None = None, ops: SocketOps | None = None,
@@ -142,7 +102,7 @@ class Worker:
             ls = listeners[svc.name]
             self.services[ls.fileno()] = ServiceState(svc, ls, nworkers)
         self.conns: dict[int, tuple[Conn, bool]] = {}   # fd -> (conn, is_client)
-        self.checks: dict[int, tuple[ServiceState, Backend, socket.socket, float]] = {}
+        self.checks = HealthChecks(self.ep)
         self.ready: collections.deque = collections.deque()
         self.live: dict[int, Conn] = {}
         self._cid = 0
@@ -194,7 +154,7 @@ class Worker:
                     self._pause_accepting(now, os.strerror(e.errno or 0))
                     return
                 if e.errno in _ACCEPT_SKIP_ERRNOS:
-                    log.debug("%s: accept: %s", st.svc.name, os.strerror(e.errno or 0))
+                    log.debug("%s: accept: %s", st.svc.name, errnos.why(errnos.ACCEPT, e.errno))
                     continue
                 raise
             client.setblocking(False)
@@ -393,52 +353,11 @@ class Worker:
 
     # --- health checks
 
-    def _start_checks(self, now: float) -> None:
-        for st in self.services.values():
-            hc = st.svc.check
-            if hc is None or now < st.next_check:
-                continue
-            st.next_check = now + hc.interval
-            for be in st.balancer.backends:
-                if any(b is be for _, b, _, _ in self.checks.values()):
-                    continue  # previous check still running
-                try:
-                    s = socket.socket(socket.AF_INET6 if ":" in be.addr[0] else socket.AF_INET,
-                                      socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-                except OSError:
-                    continue  # out of fds: skip this round rather than mark it down
-                err = s.connect_ex(be.addr)
-                if err not in (0, errno.EINPROGRESS):
-                    s.close()
-                    self._check_done(st, be, False, os.strerror(err))
-                    continue
-                self.checks[s.fileno()] = (st, be, s, now + hc.timeout)
-                self.ep.register(s.fileno(), select.EPOLLOUT)
-
-    def _on_check_event(self, fd: int) -> None:
-        st, be, s, _ = self.checks.pop(fd)
-        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        self.ep.unregister(fd)
-        reset_close(s)  # a check leaves no TIME_WAIT behind
-        self._check_done(st, be, err == 0, os.strerror(err) if err else "")
-
-    def _check_done(self, st: ServiceState, be: Backend, ok: bool, why: str) -> None:
-        change = st.balancer.check_result(be, ok)
-        if change == "down":
-            log.warning("%s: backend %s is down (%s)", st.svc.name, be.label, why or "check failed")
-        elif change == "up":
-            log.warning("%s: backend %s is up", st.svc.name, be.label)
-
     # --- timers
 
     def _tick(self, now: float) -> None:
-        for fd, (st, be, s, deadline) in list(self.checks.items()):
-            if now >= deadline:
-                self.checks.pop(fd)
-                self.ep.unregister(fd)
-                reset_close(s)
-                self._check_done(st, be, False, "timeout")
-        self._start_checks(now)
+        self.checks.expire(now)
+        self.checks.start(self.services.values(), now)
         for conn in list(self.live.values()):
             if conn.connecting:
                 if now >= conn.deadline:
@@ -526,7 +445,7 @@ class Worker:
         signal.signal(signal.SIGUSR1, lambda *_: setattr(self, "publish_now", True))
         self._listen_on()
         now = time.monotonic()
-        self._start_checks(now)
+        self.checks.start(self.services.values(), now)
         next_tick = now + TICK
         next_pub = now
         poll = self.ep.poll
@@ -556,7 +475,7 @@ class Worker:
                 elif fd in services:
                     self._accept(services[fd], now)
                 elif fd in checks:
-                    self._on_check_event(fd)
+                    checks.on_event(fd)
             if self.ready:
                 batch, self.ready = self.ready, collections.deque()
                 for conn in batch:
@@ -577,8 +496,7 @@ class Worker:
                     self.publish()
         for conn in list(self.live.values()):
             self._close(conn, clean=True)
-        for _, _, s, _ in list(self.checks.values()):
-            s.close()
+        self.checks.close()
         self.pipes.close()
         self.publish()
         self.ep.close()
