@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastpath.rcu import registry
 from fastpath.rcu.domain import read_domain_stats
-from fastpath.rcu.table import read_stats
+from fastpath.rcu.region import read_stats
 
 
 def read(note: dict) -> dict:

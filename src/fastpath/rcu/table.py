@@ -1,11 +1,8 @@
 """SharedTable: a versioned key -> value table in a memfd region, one writer process, reader
 processes that look up without a lock or a syscall (QSBR RCU across processes).
 
-Region layout (all words u64, 8-byte aligned, accessed through fastpath._atomic):
-
-    header   HEADER_SIZE bytes: magic, geometry, CURRENT, TOKEN, writer, statistics
-    slots    nslots x 64 bytes: qs | tid | pid | starttime | registered_ns
-    versions nversions x version_size bytes, each one table version (layout.py)
+Region layout: region.py (header, reader slots, statistics) and layout.py (one version);
+every shared word is an aligned u64 accessed through fastpath._atomic.
 
 The writer publishes a new version by copy, update, publish: it takes a free buffer, copies
 the current version into it, changes the copy, and swings CURRENT to it with one aligned
@@ -59,7 +56,6 @@ import contextlib
 import logging
 import os
 import re
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -69,66 +65,49 @@ from fastpath._atomic import AtomicView, fence
 from fastpath.errors import FastpathError, KernelError, UsageError
 from fastpath.rcu import layout, liveness
 from fastpath.rcu.grace import GracePeriods, Poll, Slot, Stall
-from fastpath.shm.memfd import PAGE_SIZE, Region
+from fastpath.rcu.region import (
+    H_CREATED_NS,
+    H_CURRENT,
+    H_DEAD,
+    H_ENTRIES,
+    H_GP_COUNT,
+    H_GP_MAX_NS,
+    H_GP_TOTAL_NS,
+    H_LAST_STALL_TID,
+    H_MAGIC,
+    H_NSLOTS,
+    H_NVERSIONS,
+    H_PENDING,
+    H_PUBLISHES,
+    H_SLOTS_OFF,
+    H_STALL_AFTER_NS,
+    H_STALLS,
+    H_SYNC_COUNT,
+    H_TOKEN,
+    H_UPDATED_NS,
+    H_VERSION_SIZE,
+    H_VERSIONS_OFF,
+    H_WRITER_PID,
+    HEADER_SIZE,
+    REGION_MAGIC,
+    S_PID,
+    S_QS,
+    S_REGISTERED_NS,
+    S_START,
+    S_TID,
+    SLOT_SIZE,
+    geometry,
+    read_stats,
+)
+from fastpath.shm.memfd import Region
 
 log = logging.getLogger("fastpath.rcu")
 
-REGION_MAGIC = int.from_bytes(b"FPRCUTB1", "little")
-HEADER_SIZE = 256
-SLOT_SIZE = 64
-
-# Header words (byte offsets).
-H_MAGIC = 0
-H_NSLOTS = 8
-H_NVERSIONS = 16
-H_VERSION_SIZE = 24
-H_SLOTS_OFF = 32
-H_VERSIONS_OFF = 40
-H_CURRENT = 48          # offset of the published version; 0 before the first publish
-H_TOKEN = 56            # grace-period token, starts at 1 (qs 0 means offline)
-H_WRITER_PID = 64
-H_PUBLISHES = 72
-H_GP_COUNT = 80
-H_GP_TOTAL_NS = 88
-H_GP_MAX_NS = 96
-H_PENDING = 104         # retired versions waiting for a grace period
-H_STALLS = 112
-H_DEAD = 120            # reader slots freed because their thread died
-H_CREATED_NS = 128      # wall clock
-H_STALL_AFTER_NS = 136
-H_ENTRIES = 144
-H_LAST_STALL_TID = 152
-H_SYNC_COUNT = 160      # synchronize() calls, part of H_GP_COUNT
-H_UPDATED_NS = 168      # wall clock of the last statistics update
-
-# Slot words.
-S_QS = 0
-S_TID = 8
-S_PID = 16
-S_START = 24
-S_REGISTERED_NS = 32
-
-_U64 = struct.Struct("<Q")
 SWEEP_EVERY = 0.25   # seconds between the writer's sweeps for dead readers' slots
 
 
 class GraceStalled(FastpathError):
     """The writer waited too long for a grace period: a live reader stopped reporting."""
-
-
-def _round(n: int, to: int) -> int:
-    return (n + to - 1) // to * to
-
-
-def geometry(capacity: int, readers: int, versions: int) -> tuple[int, int, int]:
-    """(version_size, versions_off, region size) for the requested capacity."""
-    if versions < 2:
-        raise UsageError("a SharedTable needs at least 2 versions (one published, one to build)")
-    if readers < 1:
-        raise UsageError("a SharedTable needs at least 1 reader slot")
-    vsize = _round(max(capacity, 1024), 64)
-    voff = _round(HEADER_SIZE + readers * SLOT_SIZE, 64)
-    return vsize, voff, _round(voff + versions * vsize, PAGE_SIZE)
 
 
 class Reader:
@@ -656,33 +635,3 @@ def _alive(s: Slot) -> bool:
 
 def _ok_part(name: str) -> bool:
     return bool(re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name))
-
-
-def read_stats(buf) -> dict:
-    """Statistics and readers from a table's header and slots; plain reads, so it works on a
-    read-only mapping (fastpath rcu stats maps /proc/<pid>/fd/<n> read-only)."""
-    def w(off: int) -> int:
-        return _U64.unpack_from(buf, off)[0]   # aligned u64: one load on x86-64 and arm64
-    if len(buf) < HEADER_SIZE or w(H_MAGIC) != REGION_MAGIC:
-        raise UsageError("not a fastpath SharedTable")
-    nslots, soff = w(H_NSLOTS), w(H_SLOTS_OFF)
-    readers = []
-    for i in range(nslots):
-        b = soff + i * SLOT_SIZE
-        tid = w(b + S_TID)
-        if tid:
-            qs = w(b + S_QS)
-            readers.append({"slot": i, "pid": w(b + S_PID), "tid": tid, "online": qs != 0,
-                            "qs_token": qs, "alive": liveness.alive(tid, w(b + S_START))})
-    gp = w(H_GP_COUNT)
-    return {
-        "writer_pid": w(H_WRITER_PID), "entries": w(H_ENTRIES), "publishes": w(H_PUBLISHES),
-        "token": w(H_TOKEN), "grace_periods": gp, "synchronize_calls": w(H_SYNC_COUNT),
-        "gp_mean_ms": (w(H_GP_TOTAL_NS) / gp / 1e6) if gp else 0.0,
-        "gp_max_ms": w(H_GP_MAX_NS) / 1e6, "pending": w(H_PENDING), "stalls": w(H_STALLS),
-        "dead_readers": w(H_DEAD), "last_stalled_tid": w(H_LAST_STALL_TID),
-        "versions": w(H_NVERSIONS), "version_size": w(H_VERSION_SIZE), "reader_slots": nslots,
-        "readers": readers, "readers_online": sum(r["online"] for r in readers),
-        "stall_after_s": w(H_STALL_AFTER_NS) / 1e9, "created_ns": w(H_CREATED_NS),
-        "updated_ns": w(H_UPDATED_NS),
-    }
