@@ -200,7 +200,12 @@ class PipePool:
         for p in old:
             self._close(p)
 
-    def _give_free(self, pipes: list[Pipe]) -> None:
+    def add_cache(self, cache: "PipeCache") -> None:
+        """Count a per-loop cache's pipes and reuses in this pool's counters."""
+        with self._lock:
+            self._caches.append(cache)
+
+    def take_back(self, pipes: list[Pipe]) -> None:
         """A cache hands its free pipes down (trim, close): older ones to the bottom."""
         with self._lock:
             self._free[:0] = pipes
@@ -221,8 +226,7 @@ class PipeCache:
         self.limit = limit
         self.reused = 0
         self._free: list[Pipe] = []
-        with pool._lock:
-            pool._caches.append(self)
+        pool.add_cache(self)
 
     def get(self) -> Pipe | None:
         if self._free:
@@ -244,11 +248,11 @@ class PipeCache:
         """Hand the local pipes down to the shared pool, then trim it there."""
         if self._free:
             free, self._free = self._free, []
-            self.pool._give_free(free)
+            self.pool.take_back(free)
         return self.pool.trim(now)
 
     def close(self) -> None:
         if self._free:
             free, self._free = self._free, []
-            self.pool._give_free(free)
+            self.pool.take_back(free)
         self.pool.close()

@@ -193,7 +193,7 @@ def node_prefixes() -> list:
     return sorted(set(out), key=lambda n: (n.version, n))
 
 
-def _unlink_pins(base: str) -> list[str]:
+def unlink_pins(base: str) -> list[str]:
     removed: list[str] = []
     if not os.path.isdir(base):
         return removed
@@ -209,7 +209,7 @@ def _unlink_pins(base: str) -> list[str]:
     return removed
 
 
-def _rmdir_quiet(path: str) -> bool:
+def remove_pin_dir(path: str) -> bool:
     try:
         os.rmdir(path)
         return True
@@ -294,10 +294,10 @@ def enable(cgroup_path: str, extra_local: list, config: dict | None = None,
                 os.unlink(p)
             except FileNotFoundError:
                 pass
-        _rmdir_quiet(pin_dir())
+        remove_pin_dir(pin_dir())
         if made:
             CG.remove(cgroup_path)
-        _forget()
+        forget()
         raise
     finally:
         if cg_fd is not None:
@@ -339,7 +339,7 @@ def _record(cgroup_path: str, created: bool, prog_id: int, bound: F.QueueBound,
                       json.dumps(selftest) if selftest is not None else None))
 
 
-def _forget() -> None:
+def forget() -> None:
     try:
         conn = _db()
         with conn:
@@ -415,8 +415,8 @@ def disable() -> dict:
                 detached.append(cg)
     finally:
         p.close()
-    unpinned = _unlink_pins(pin_dir())
-    _rmdir_quiet(pin_dir())
+    unpinned = unlink_pins(pin_dir())
+    remove_pin_dir(pin_dir())
     removed_cgroup = None
     left = []
     if att and att["created_cgroup"]:
@@ -424,7 +424,7 @@ def disable() -> dict:
         if not left:
             CG.remove(att["cgroup"])
             removed_cgroup = att["cgroup"]
-    _forget()
+    forget()
     return {"detached": detached, "unpinned": unpinned, "removed_cgroup": removed_cgroup,
             "processes_left_in_cgroup": left, "sockets_still_redirected": sockets}
 

@@ -38,11 +38,11 @@ def sweep() -> list[str]:
             with B.prog_get_by_id(pid) as fd:
                 if loader.detach_from(CG.default_path(), fd.fileno()):
                     removed.append(f"sockops prog {pid} on {CG.default_path()}")
-    removed += [f"pin {p}" for p in loader._unlink_pins(d)]
-    if os.path.isdir(d) and loader._rmdir_quiet(d):
+    removed += [f"pin {p}" for p in loader.unlink_pins(d)]
+    if os.path.isdir(d) and loader.remove_pin_dir(d):
         removed.append(f"pin dir {d}")
     removed += CG.remove(CG.default_path())
     if att and att["created_cgroup"] and att["cgroup"] != CG.default_path():
         removed += CG.remove(att["cgroup"])
-    loader._forget()
+    loader.forget()
     return removed
