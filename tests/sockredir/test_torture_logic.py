@@ -1,7 +1,7 @@
 """The torture test's own checks must catch what they claim to: lost, reordered and
 corrupted bytes."""
 
-from fastpath.sockredir.torture import Checker, Stream, judge
+from fastpath.sockredir.streams import Checker, Stream, judge
 
 
 def stream_bytes(seed, budget, max_size):

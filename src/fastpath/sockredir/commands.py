@@ -220,9 +220,9 @@ def _run(args) -> int:
 
 def _torture(args) -> int:
     from fastpath.output import emit
-    from fastpath.sockredir import torture
+    from fastpath.sockredir import streams, torture
 
     rep = torture.run(seconds=args.seconds, connections=args.connections,
                       max_size=args.max_size, seed=args.seed)
-    emit(args, rep.to_dict(), torture.render)
+    emit(args, rep.to_dict(), streams.render)
     return 0 if rep.ok else 1
