@@ -2,18 +2,18 @@
 
 import json
 
-from fastpath.rcu import torture
+from fastpath.rcu import torture, values
 from fastpath.rcu.grace import GracePeriods, Poll
 
 
 def test_values_carry_their_own_checksum():
     import random
-    v = torture.make_value(b"svc-1", 7, random.Random(1))
-    assert torture.check_value(b"svc-1", v) is None
-    assert "belongs to" in torture.check_value(b"svc-2", v)
+    v = values.make_value(b"svc-1", 7, random.Random(1))
+    assert values.check_value(b"svc-1", v) is None
+    assert "belongs to" in values.check_value(b"svc-2", v)
     torn = v[:-1] + bytes([v[-1] ^ 1]) if len(v) > 20 else v
-    assert torture.check_value(b"svc-1", torn)
-    assert torture.check_value(b"svc-1", b"\xde" * len(v))
+    assert values.check_value(b"svc-1", torn)
+    assert values.check_value(b"svc-1", b"\xde" * len(v))
 
 
 def test_short_torture_zero_bad_reads(fastpath):

@@ -25,7 +25,6 @@ import json
 import os
 import random
 import signal
-import struct
 import threading
 import time
 import zlib
@@ -35,35 +34,11 @@ from fastpath.rcu import registry
 from fastpath.rcu.domain import Domain, Protected
 from fastpath.rcu.layout import TornRead
 from fastpath.rcu.table import SharedTable
+from fastpath.rcu.values import check_value, key_of, make_value
 from fastpath.shm.memfd import PAGE_SIZE, Region
 
-_VHDR = struct.Struct("<IQ")     # crc32, generation
 MAX_PROCS = 500
 _MAX_REPORTS = 3
-
-
-def make_value(key: bytes, gen: int, rnd: random.Random) -> bytes:
-    payload = rnd.randbytes(rnd.choice((0, 5, 24, 100, 300)))
-    body = key + b"|" + payload
-    g = gen.to_bytes(8, "little")
-    return _VHDR.pack(zlib.crc32(g + body), gen) + body
-
-
-def check_value(key: bytes, value: bytes) -> str | None:
-    """None if `value` is a whole, untorn value written for `key`; else what is wrong."""
-    if len(value) < _VHDR.size + len(key) + 1:
-        return f"key {key!r}: value of {len(value)} bytes is too short"
-    crc, gen = _VHDR.unpack_from(value)
-    body = value[_VHDR.size:]
-    if zlib.crc32(gen.to_bytes(8, "little") + body) != crc:
-        return f"key {key!r}: checksum mismatch (gen {gen:#x}, {len(value)} bytes)"
-    if body[:len(key) + 1] != key + b"|":
-        return f"key {key!r}: value belongs to {body.split(b'|')[0]!r}"
-    return None
-
-
-def key_of(i: int) -> bytes:
-    return b"svc-%05d" % i
 
 
 class _Counters:
