@@ -60,6 +60,7 @@ def _missing() -> str | None:
 @pytest.mark.root
 @pytest.mark.slow
 @pytest.mark.guest
+@pytest.mark.timeout(GUEST_TIMEOUT + 300)
 def test_conformance_suite_on_debian_kernels(tmp_path):
     why = _missing()
     if why:
@@ -76,13 +77,21 @@ def test_conformance_suite_on_debian_kernels(tmp_path):
              "-p", "no:cacheprovider", "--timeout", "900", *CONFORMANCE],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL), log)
     failed = []
-    for k, (p, log) in procs.items():
-        try:
-            rc = p.wait(GUEST_TIMEOUT + 120)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            rc = p.wait()
-        log.close()
+    try:
+        results = {k: p.wait(GUEST_TIMEOUT + 120) for k, (p, _) in procs.items()}
+    finally:
+        # whatever ended the wait (a timeout, an interrupt): vm-run unwinds on SIGTERM and
+        # kills its guest, so no qemu outlives the test
+        for p, log in procs.values():
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            log.close()
+    for k, rc in results.items():
         text = (tmp_path / f"guest-{k}.log").read_text(errors="replace")
         sys.stdout.write(f"\n===== Debian {k} guest =====\n{text[-6000:]}")
         # every conformance test ran and passed: a skip counts as a failure
