@@ -135,3 +135,47 @@ def test_enable_reports_the_build_and_the_self_test(fastpath):
         assert any("self-test skipped" in n for n in out["notes"])
     finally:
         fastpath("accel", "disable")
+
+
+@pytest.mark.root
+def test_down_removes_what_a_killed_self_test_left(fastpath):
+    """An `accel enable` SIGKILLed mid-self-test leaves its netns and cgroup; `fastpath down`
+    finds them by name, while a live self-test's are left alone."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from fastpath import naming
+    from fastpath.kernel import cgroup2
+    from fastpath.kernel import netns as NS
+    from fastpath.sockredir import cgroup as CG
+
+    prefix = naming.name("selftest") + "-"
+    p = subprocess.Popen([sys.executable, "-m", "fastpath", "accel", "enable"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            n.startswith(prefix) for n in NS.list_names()):
+        time.sleep(0.005)
+    p.kill()
+    p.wait()
+    # whether or not the kill landed inside the test, make the leftover case certain:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = gone.pid   # exited and reaped: no process has this pid now
+    ns_name = f"{prefix}{dead}"
+    NS.create(ns_name)
+    CG.create(os.path.join(CG.root(), ns_name))
+    live = f"{prefix}{os.getpid()}"   # "live": this test process
+    NS.create(live)
+    try:
+        out = fastpath("down").stdout
+        assert f"netns {ns_name}" in out
+        assert ns_name not in NS.list_names() and not os.path.exists(
+            os.path.join(cgroup2.root(), ns_name))
+        assert live in NS.list_names()            # a running self-test is not touched
+        assert not [n for n in NS.list_names() if n.startswith(prefix) and n != live]
+    finally:
+        NS.delete(live)
+        fastpath("accel", "disable", check=False)

@@ -32,6 +32,7 @@ import time
 from fastpath import naming
 from fastpath.errors import KernelError
 from fastpath.kernel import netns as NS
+from fastpath.kernel import proc
 from fastpath.kernel.fd import Fd
 from fastpath.sockredir import cgroup as CG
 from fastpath.sockredir import features as F
@@ -80,7 +81,28 @@ def run(bound: F.QueueBound, deadline: float = DEFAULT_DEADLINE) -> Verdict:
     return judge(results)
 
 
-def _detach_quietly(prog_fd: int, cg_fd: B.Fd) -> None:
+def sweep_leftovers() -> list[str]:
+    """Remove the netns and cgroup of self-tests whose process is gone (an `accel enable`
+    killed mid-test leaves them): found by name, `fp-[tag-]selftest-PID`. A running
+    self-test's are left alone. Its programs went with its process (nothing was pinned)."""
+    prefix = naming.name("selftest") + "-"
+    removed: list[str] = []
+
+    def dead(name: str) -> bool:
+        pid = name[len(prefix):]
+        return pid.isdigit() and not proc.alive(int(pid))
+
+    for ns in NS.list_names():
+        if ns.startswith(prefix) and dead(ns) and NS.delete(ns):
+            removed.append(f"netns {ns}")
+    root = CG.root()
+    for entry in sorted(os.listdir(root)):
+        if entry.startswith(prefix) and dead(entry):
+            removed += CG.remove(os.path.join(root, entry))
+    return removed
+
+
+def _detach_quietly(prog_fd: int, cg_fd: Fd) -> None:
     with contextlib.suppress(KernelError):
         B.prog_detach(prog_fd, cg_fd.fileno(), B.BPF_CGROUP_SOCK_OPS, "self-test sockops")
 

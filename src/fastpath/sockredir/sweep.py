@@ -8,7 +8,7 @@ import os
 
 from fastpath.sockredir import cgroup as CG
 from fastpath.sockredir import libbpf as B
-from fastpath.sockredir import loader
+from fastpath.sockredir import loader, selfrun
 
 
 def sweep() -> list[str]:
@@ -45,4 +45,5 @@ def sweep() -> list[str]:
     if att and att["created_cgroup"] and att["cgroup"] != CG.default_path():
         removed += CG.remove(att["cgroup"])
     loader.forget()
+    removed += selfrun.sweep_leftovers()
     return removed
