@@ -28,7 +28,7 @@ from __future__ import annotations
 import signal
 import time
 
-from fastpath.bench.harness import BenchResult
+from fastpath.bench.harness import BenchResult, progress
 from fastpath.bgp import bird, speakers, store, sweep, testbed
 from fastpath.bgp.model import Mesh, Timers
 from fastpath.cleanup import sweep_all
@@ -134,9 +134,10 @@ def run(args) -> BenchResult:
         "sizes": sizes, "rounds": rounds, "reflector": "node1", "poll_s": POLL_S,
         "timers": t.__dict__, "bird": "2.0.12", "link_cut": cut})
     samples: dict[str, list[float]] = {}
-    for _ in range(rounds):
+    for r in range(rounds):
         for n in sizes:
             for mode in ("mesh", "rr"):
+                progress(f"{n} nodes: round {r + 1}/{rounds} {mode}")
                 got = _one(n, mode == "rr", cut)
                 if not args.no_cluster:
                     got.update(_cluster(n, mode == "rr"))

@@ -25,7 +25,7 @@ import tempfile
 import time
 
 from fastpath import naming
-from fastpath.bench.harness import BenchResult, cpus
+from fastpath.bench.harness import BenchResult, cpus, progress
 from fastpath.cni.install import install, install_report
 from fastpath.errors import MissingDependency
 from fastpath.kernel import netns
@@ -141,6 +141,8 @@ def run(args):
         warmup = 2
         for r in range(warmup + rounds):
             for name in CONTENDERS:
+                progress(f"ADD+DEL: {'warm-up' if r < warmup else f'round {r - warmup + 1}/{rounds}'}"
+                         f" {name}")
                 binary, conf, extra = calls[name]
                 t_add = node.exec(binary, "ADD", conf, extra)
                 t_del = node.exec(binary, "DEL", conf, extra)

@@ -28,6 +28,7 @@ def register(sub) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fastpath.bench import harness
     from fastpath.bench.harness import default_plot
     from fastpath.output import console, print_json, table
 
@@ -37,7 +38,11 @@ def _run(args: argparse.Namespace) -> int:
         raise MissingDependency("--plot needs matplotlib", op="plot",
                                 hint="pip install 'fastpath[bench]' (make bench does)")
     mod = importlib.import_module(args.bench_module)
-    result = mod.run(args)
+    harness.start_progress(args.bench_module.rsplit(".", 1)[1])
+    try:
+        result = mod.run(args)
+    finally:
+        harness.stop_progress()
     if args.json_file:
         result.write_json(args.json_file)
     if args.plot:

@@ -18,10 +18,13 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
+
+from rich.console import Console
 
 
 def cpus() -> list[int]:
@@ -53,14 +56,80 @@ def summarize(samples: Iterable[float]) -> dict[str, float]:
             "p90": percentile(s, 90), "p99": percentile(s, 99), "min": min(s), "max": max(s)}
 
 
+class Progress:
+    """What a bench is measuring and how far it got, on stderr: a live status line on a
+    terminal, plain lines otherwise (CI logs, pipes), at most one a second unless the stage
+    changes, so a long bench never floods a log. Benches report through `progress()`;
+    `interleave` reports every round itself."""
+
+    def __init__(self, bench: str, stream: IO[str] | None = None, live: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.bench = bench
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.clock = clock
+        self.t0 = clock()
+        self.steps = 0
+        self._last_print = float("-inf")
+        self._last_stage = ""
+        self._status = None
+        if self.live:
+            self._status = Console(file=self.stream).status(f"fastpath bench {bench}: starting")
+            self._status.start()
+
+    def step(self, what: str) -> None:
+        self.steps += 1
+        now = self.clock()
+        line = f"fastpath bench {self.bench}: {what} ({now - self.t0:.0f} s)"
+        if self._status is not None:
+            self._status.update(line)
+            return
+        stage = what.split(":", 1)[0]
+        if stage != self._last_stage or now - self._last_print >= 1.0:
+            print(line, file=self.stream, flush=True)
+            self._last_print, self._last_stage = now, stage
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        print(f"fastpath bench {self.bench}: done in {self.clock() - self.t0:.0f} s",
+              file=self.stream, flush=True)
+
+
+_progress: Progress | None = None
+
+
+def start_progress(bench: str, **kw) -> Progress:
+    global _progress
+    _progress = Progress(bench, **kw)
+    return _progress
+
+
+def stop_progress() -> None:
+    global _progress
+    if _progress is not None:
+        _progress.close()
+        _progress = None
+
+
+def progress(what: str) -> None:
+    """Report a step ("stage: detail") of the running bench; nothing when none runs."""
+    if _progress is not None:
+        _progress.step(what)
+
+
 def interleave(contenders: Mapping[str, Callable[[], Any]], rounds: int,
-               warmup: int = 1) -> dict[str, list[Any]]:
+               warmup: int = 1, what: str = "") -> dict[str, list[Any]]:
     """Call each contender once per round, in turn (A B A B ...), after `warmup` unrecorded
     rounds. A contender returns one sample or a list of samples (a number, or a tuple of
-    figures measured together)."""
+    figures measured together). `what` names the stage in the progress lines."""
     out: dict[str, list[Any]] = {k: [] for k in contenders}
+    stage = what or ", ".join(contenders)
     for r in range(warmup + rounds):
         for name, fn in contenders.items():
+            progress(f"{stage}: {'warm-up' if r < warmup else f'round {r - warmup + 1}/{rounds}'}"
+                     f" {name}")
             got = fn()
             if r >= warmup:
                 out[name].extend(got if isinstance(got, list) else [got])

@@ -24,7 +24,7 @@ import tempfile
 import time
 
 from fastpath import naming
-from fastpath.bench.harness import BenchResult, cpus, pin
+from fastpath.bench.harness import BenchResult, cpus, pin, progress
 from fastpath.errors import MissingDependency
 from fastpath.kernel import netns
 from fastpath.podnet import attach, netfilter, sysctl
@@ -130,8 +130,10 @@ def run(args) -> BenchResult:
             samples["ptp add"].append(n / (t1 - t0))
             samples["ptp del"].append(n / (t2 - t1))
 
-        for _ in range(rounds):
+        for i in range(rounds):
+            progress(f"{n} pods: round {i + 1}/{rounds} fastpath")
             fastpath_round()
+            progress(f"{n} pods: round {i + 1}/{rounds} ptp + host-local")
             ptp_round()
         host_rtnl.close()
     finally:

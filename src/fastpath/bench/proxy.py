@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fastpath.bench.harness import BenchResult, interleave, pinned
+from fastpath.bench.harness import BenchResult, interleave, pinned, progress
 from fastpath.errors import MissingDependency
 from fastpath.proxy.pipepool import PipeCache, PipePool
 
@@ -273,7 +273,7 @@ def run(args) -> BenchResult:
         for mode in modes:
             contenders[f"fastpath-{mode}"] = bulk_of(f"fastpath-{mode}", f"fastpath-{mode}")
         if part in ("all", "bulk"):
-            gbps = interleave(contenders, rounds)
+            gbps = interleave(contenders, rounds, what="bulk (iperf3)")
 
         def short_of(key: str):
             def fn():
@@ -283,7 +283,8 @@ def run(args) -> BenchResult:
             return fn
         if part in ("all", "short"):
             rps = interleave({"haproxy": short_of("haproxy"),
-                              "fastpath-auto": short_of("fastpath-auto")}, rounds)
+                              "fastpath-auto": short_of("fastpath-auto")}, rounds,
+                             what="short connections (wrk)")
     finally:
         setup.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -301,7 +302,10 @@ def run(args) -> BenchResult:
             res.notes.append(f"wrk via {k}: {errs[-1]}")
     if part in ("all", "pool"):
         n = 20000 if quick else 100000
-        pool = [_pool_bench(n) for _ in range(rounds)]
+        pool = []
+        for r in range(rounds):
+            progress(f"pipe pool: round {r + 1}/{rounds}")
+            pool.append(_pool_bench(n))
         res.add_series("pool get+put ns", [x["pooled_ns"] for x in pool], unit="ns")
         res.add_series("pipe2+setsize+close ns", [x["fresh_ns"] for x in pool], unit="ns")
         r_pool = res.add_ratio("pool/fresh", "pool get+put ns", "pipe2+setsize+close ns")

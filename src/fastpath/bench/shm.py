@@ -36,7 +36,7 @@ import traceback
 from multiprocessing import shared_memory
 from typing import cast
 
-from fastpath.bench.harness import BenchResult, cpus, pin
+from fastpath.bench.harness import BenchResult, cpus, pin, progress
 from fastpath.errors import UsageError
 from fastpath.shm import channel
 from fastpath.shm.channel import Consumer, Producer
@@ -452,6 +452,8 @@ def run(args) -> BenchResult:
             peers[name] = Peer(name, max_size, args.spin, peer_cpu)
         for r in range(rounds + 1):  # round 0 warms up and is not recorded
             for size in sizes:
+                progress(f"transports: {'warm-up' if r == 0 else f'round {r}/{rounds}'} "
+                         f"{size} B")
                 n = max(3, min(max_msgs, tput_bytes // size))
                 k = max(3, min(max_rtts, rtt_bytes // (2 * size)))
                 dt = _memcpy(payload, dst, size, n)
