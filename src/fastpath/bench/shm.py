@@ -172,6 +172,8 @@ class ChannelPair:
     configured for the messages it carries, as a user would; the stream transports get
     their defaults."""
 
+    answer_bytes = 0  # bytes the echo copies into its answer; 0: the whole message
+
     def __init__(self, name: str, max_size: int, spin: float) -> None:
         self.name = name
         self.max_size = max_size
@@ -246,7 +248,8 @@ class ChannelPair:
         for _ in range(count):
             v = cons.read(timeout=60)
             w = prod.loan(timeout=60)
-            w[:size] = v
+            n = self.answer_bytes or size
+            w[:n] = v[:n]
             prod.commit(size)
             cons.release()
 
@@ -265,7 +268,10 @@ class LoanPair(ChannelPair):
     """The channel used as zero copy is meant (iceoryx2 measures it so): the producer builds
     its sample in the loaned slot, here an 8-byte sequence number written in place, and
     the consumer reads it in place. Only ownership of the slot moves, so the round trip
-    must not depend on the sample's size; `channel` above copies the payload in."""
+    must not depend on the sample's size; `channel` above copies the payload in. The peer
+    reads in place as for `channel`, and builds its answer in its own slot."""
+
+    answer_bytes = 8
 
     def tput(self, payload: memoryview, size: int, count: int) -> float:
         prod = self.prod_small if size <= SMALL_CAPACITY else self.prod_large
@@ -294,24 +300,6 @@ class LoanPair(ChannelPair):
             cons.release()
             out.append(time.perf_counter() - t0)
         return out
-
-    def sink(self, size: int, count: int) -> None:
-        cons = self.cons_small if size <= SMALL_CAPACITY else self.cons_large
-        for _ in range(count):
-            v = cons.read(timeout=60)
-            _ = v[:8]  # the sample, read in place
-            cons.release()
-        self.prod.send(b"k", timeout=60)
-
-    def echo(self, size: int, count: int) -> None:
-        prod = self.prod
-        cons = self.cons_small if size <= SMALL_CAPACITY else self.cons_large
-        for _ in range(count):
-            v = cons.read(timeout=60)
-            w = prod.loan(timeout=60)
-            w[:8] = v[:8]  # the answer is built in its own slot; nothing else moves
-            prod.commit(size)
-            cons.release()
 
 
 class MpShared:

@@ -107,7 +107,9 @@ def findings(f: BpfFacts) -> list[F.Finding]:
                               "peer queue bound by ingress-list walk (sk_msg_walk.bpf.o)"
                               if qb is WALK else "peer queue unbounded (sk_msg_nobound.bpf.o)"))
     if f.probe_read_in_sk_msg:
-        out.append(F.used("bpf_probe_read_kernel in sk_msg", MECH, "helper 113"))
+        out.append(F.used("bpf_probe_read_kernel in sk_msg", MECH,
+                          "helper 113" if qb is WALK else
+                          "helper 113; only the walk build calls it, not loaded here"))
     else:
         out.append(F.fallback("bpf_probe_read_kernel in sk_msg", MECH, "helper 113",
                               "no ingress-list walk" if qb is NONE else
