@@ -14,6 +14,8 @@ packages=(
   iproute2 iptables procps util-linux kmod
   # BGP route exchange between nodes
   bird2
+  # the cluster datastore for many machines (etcd v3), and a top-of-rack router for the demo (FRR)
+  etcd-server frr
   # the reference CNI plugins (ptp, host-local) for benchmarks and delegation tests
   containernetworking-plugins
   # socket-level redirect: BPF programs compiled by clang, loaded through libbpf
