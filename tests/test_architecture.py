@@ -25,6 +25,9 @@ ALLOWED = {
     ("proxy", "podnet"),      # the demo's proxies and backends run in the cluster's pods
     ("rcu", "shm"),           # SharedTable is a memfd region
     ("sockredir", "podnet"),  # up --accel takes the cluster's prefixes; torture builds pods
+    # the node agent owns its node: it drives each mechanism from the cluster datastore
+    ("agent", "cluster"), ("agent", "bgp"), ("agent", "cni"), ("agent", "podnet"),
+    ("agent", "rcu"), ("agent", "sockredir"),
 }
 
 

@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "fastpath.trace.commands",
     "fastpath.bgp.commands",
     "fastpath.cni.commands",
+    "fastpath.agent.commands",
+    "fastpath.cluster.commands",
     "fastpath.sockredir.commands",
     "fastpath.proxy.commands",
     "fastpath.shm.commands",

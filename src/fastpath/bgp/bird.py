@@ -136,8 +136,9 @@ def running_pid(node: str) -> int | None:
     return pid if pid and _is_our_bird(pid, paths) else None
 
 
-def start(node: str, netns: str, text: str) -> int:
-    """Write the node's config and start its BIRD in `netns`; returns the pid.
+def start(node: str, netns: str | None, text: str) -> int:
+    """Write the node's config and start its BIRD in `netns` (None: the caller's own, as
+    a node agent does on its machine); returns the pid.
 
     The config is checked (bird -p) before it is written; if the node's BIRD already
     runs, this is an error (use reconfigure)."""
@@ -149,16 +150,19 @@ def start(node: str, netns: str, text: str) -> int:
     paths.conf.write_text(text)
     for stale in (paths.ctl, paths.pid):
         stale.unlink(missing_ok=True)
-    try:
-        fd = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise KernelError.from_oserror(f"open netns {netns} for BIRD of node {node}", e) from e
-    try:
-        p = subprocess.run([binary, "-c", str(paths.conf), "-s", str(paths.ctl), "-P", str(paths.pid)],
-                           capture_output=True, text=True, timeout=START_TIMEOUT,
-                           preexec_fn=lambda: _enter_netns(fd), pass_fds=(fd,))
-    finally:
-        os.close(fd)
+    argv = [binary, "-c", str(paths.conf), "-s", str(paths.ctl), "-P", str(paths.pid)]
+    if netns is None:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT)
+    else:
+        try:
+            fd = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise KernelError.from_oserror(f"open netns {netns} for BIRD of node {node}", e) from e
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT,
+                               preexec_fn=lambda: _enter_netns(fd), pass_fds=(fd,))
+        finally:
+            os.close(fd)
     if p.returncode != 0:
         msg = (p.stderr.strip() or p.stdout.strip() or f"exit {p.returncode}").splitlines()[-1]
         raise BirdRejected(msg, where=f"start bird of node {node}")

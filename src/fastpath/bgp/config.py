@@ -35,6 +35,7 @@ STATIC_PROTO = "fp_pod_block"
 KERNEL_PROTO = "fp_kernel"
 DEVICE_PROTO = "fp_device"
 PEER_PREFIX = "fp_peer_"
+EXTERNAL_PREFIX = "fp_ext_"
 
 
 def peer_protocol(node_name: str) -> str:
@@ -43,8 +44,15 @@ def peer_protocol(node_name: str) -> str:
     return PEER_PREFIX + node_name.replace("-", "_")
 
 
+def external_protocol(peer_name: str) -> str:
+    return EXTERNAL_PREFIX + peer_name.replace("-", "_")
+
+
 def peer_of_protocol(proto: str) -> str | None:
-    """Inverse of peer_protocol, None for a protocol that is not a peer session."""
+    """Inverse of peer_protocol (and external_protocol, whose peers come back as
+    "peer:NAME"), None for a protocol that is not a session."""
+    if proto.startswith(EXTERNAL_PREFIX):
+        return "peer:" + proto[len(EXTERNAL_PREFIX):].replace("_", "-")
     if not proto.startswith(PEER_PREFIX):
         return None
     return proto[len(PEER_PREFIX):].replace("_", "-")
@@ -120,8 +128,8 @@ def render(mesh: Mesh, name: str, log_path: str | None = None) -> str:
             "",
             f"protocol bgp {peer_protocol(peer.name)} {{",
             f'  description "{peer.name}";',
-            f"  local {me.address} as {mesh.asn};",
-            f"  neighbor {peer.address} as {mesh.asn};",
+            f"  local {me.address} as {mesh.asn_of(me)};",
+            f"  neighbor {peer.address} as {mesh.asn_of(peer)};",
             "  direct;",
             f"  hold time {t.hold};",
             f"  startup hold time {max(t.hold, 3)};",
@@ -133,6 +141,35 @@ def render(mesh: Mesh, name: str, log_path: str | None = None) -> str:
         ]
         if rr_client:
             out.append("  rr client;")
+        out += [
+            "  ipv4 {",
+            "    import filter fp_import;",
+            "    export filter fp_export;",
+            "  };",
+            "}",
+        ]
+    for ext in mesh.external_of(name):
+        # eBGP to a router outside the cluster: BIRD's default for eBGP is a directly
+        # connected neighbour and next hop self, which is what a ToR design wants
+        out += [
+            "",
+            f"protocol bgp {external_protocol(ext.name)} {{",
+            f'  description "external peer {ext.name}";',
+            f"  local {me.address} as {mesh.asn_of(me)};",
+            f"  neighbor {ext.address} as {ext.asn};",
+            f"  hold time {t.hold};",
+            f"  startup hold time {max(t.hold, 3)};",
+            f"  keepalive time {t.keepalive};",
+            f"  connect retry time {t.connect_retry};",
+            f"  connect delay time {t.connect_retry};",
+            f"  error wait time {t.error_wait_min}, {t.error_wait_max};",
+            "  graceful restart off;",
+        ]
+        if ext.password:
+            out.append(f'  password "{ext.password}";')
+        # nodes that share one ASN learn each other's blocks through the ToR with their
+        # own ASN in the path: accept that (fp_import still takes only other nodes' blocks)
+        out.append("  allow local as;")
         out += [
             "  ipv4 {",
             "    import filter fp_import;",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fastpath.errors import ConfigError, NotFound, UsageError
 
@@ -64,6 +64,7 @@ class BgpNode:
     address: str
     pod_cidr: str
     router_id: str
+    asn: int | None = None   # None: the mesh's ASN (iBGP); another: eBGP between nodes
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -71,13 +72,35 @@ class BgpNode:
 
 
 @dataclass(frozen=True)
+class ExternalPeer:
+    """A router outside the cluster (a top-of-rack switch, a route server), peered over
+    eBGP by every node (`node` None) or by one node."""
+
+    name: str
+    address: str
+    asn: int
+    node: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True)
 class Mesh:
-    """The whole BGP topology: nodes, the reflector (None: full mesh), ASN and timers."""
+    """The whole BGP topology: nodes, the reflector (None: full mesh), ASN and timers;
+    external peers; `node_mesh` False peers the nodes only with the external ones (the
+    ToR design: each node talks to its rack's router, never to the other nodes)."""
 
     nodes: tuple[BgpNode, ...]
     reflector: str | None = None
     asn: int = DEFAULT_ASN
     timers: Timers = field(default_factory=Timers)
+    external: tuple[ExternalPeer, ...] = ()
+    node_mesh: bool = True
+
+    def asn_of(self, node: BgpNode) -> int:
+        return node.asn or self.asn
+
+    def external_of(self, name: str) -> list[ExternalPeer]:
+        return [p for p in self.external if p.node in (None, name)]
 
     def node(self, name: str) -> BgpNode:
         for n in self.nodes:
@@ -90,6 +113,8 @@ class Mesh:
         client (True only on the reflector)."""
         me = self.node(name)
         others = [n for n in self.nodes if n.name != me.name]
+        if not self.node_mesh:
+            return []
         if self.reflector is None:
             return [(n, False) for n in others]
         if me.name == self.reflector:
@@ -106,15 +131,14 @@ class Mesh:
         return sorted(out)
 
     def with_node(self, node: BgpNode) -> "Mesh":
-        return Mesh(self.nodes + (node,), self.reflector, self.asn, self.timers)
+        return replace(self, nodes=self.nodes + (node,))
 
     def without_node(self, name: str) -> "Mesh":
         self.node(name)
         if name == self.reflector:
             raise UsageError(f"node {name!r} is the route reflector; the other nodes would "
                              "lose every route", hint="choose another node to remove")
-        return Mesh(tuple(n for n in self.nodes if n.name != name), self.reflector,
-                    self.asn, self.timers)
+        return replace(self, nodes=tuple(n for n in self.nodes if n.name != name))
 
 
 def _ipv4(value: str, what: str, where: str) -> ipaddress.IPv4Address:
@@ -181,6 +205,21 @@ def validate(mesh: Mesh) -> None:
             if addr in net:
                 raise ConfigError(f"underlay address {addr} of node {owner!r} lies inside "
                                   f"node {holder!r}'s pod CIDR {net}", where=f"node {owner!r}")
+    ext_names: set[str] = set()
+    for p in mesh.external:
+        where = f"peer {p.name!r}"
+        if p.name in ext_names:
+            raise ConfigError("defined twice", where=where)
+        ext_names.add(p.name)
+        addr = _ipv4(p.address, "address", where)
+        if addr in addrs:
+            raise ConfigError(f"address {addr} is node {addrs[addr]!r}'s underlay address", where=where)
+        if not 1 <= p.asn <= 4294967295:
+            raise ConfigError(f"AS number {p.asn} is out of range 1..4294967295", where=where)
+        if p.node is not None and p.node not in names:
+            raise ConfigError(f"node {p.node!r} is not a node of the cluster", where=where)
+        if p.password is not None and ('"' in p.password or "\n" in p.password or not p.password):
+            raise ConfigError("the password must be non-empty, without quotes or newlines", where=where)
     if mesh.reflector is not None and mesh.reflector not in names:
         raise ConfigError(f"route reflector {mesh.reflector!r} is not a node of the cluster",
                           where="bgp")

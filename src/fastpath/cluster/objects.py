@@ -159,6 +159,7 @@ class Service:
     pods: str | None = None                       # pod name prefix
     port: int | None = None                       # the pods' port
     selector: dict[str, str] = field(default_factory=dict)  # pod labels, all must match
+    stamp: float = 0.0                            # when written (programming latency)
 
     def validate(self) -> "Service":
         check_name("service", self.name)
@@ -206,6 +207,7 @@ class Pod:
     name: str
     ip: str
     labels: dict[str, str] = field(default_factory=dict)
+    stamp: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,7 @@ class BgpConfig:
     mesh: bool = True
     reflectors: tuple[str, ...] = ()
     asn: int = DEFAULT_ASN
+    hold: int = 3        # BGP hold time (keepalive a third of it)
 
 
 KINDS: dict[str, type] = {"nodes": Node, "alive": Alive, "pools": Pool, "blocks": Block,

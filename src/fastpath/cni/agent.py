@@ -67,9 +67,15 @@ def _bind(path: str) -> socket.socket:
 
 
 class Agent:
-    def __init__(self, path: str, verbose: bool = False) -> None:
+    """`prepare(stdin) -> stdin` may complete a request's network config (the node agent
+    fills in its pod CIDR); `done(env, rc, answer)` hears each answer (the node agent
+    records pods in the cluster datastore)."""
+
+    def __init__(self, path: str, verbose: bool = False, prepare=None, done=None) -> None:
         self.path = path
         self.verbose = verbose
+        self.prepare = prepare
+        self.done = done
         self.sock: socket.socket | None = None
         self.stopping = False
         self.served = 0
@@ -124,12 +130,19 @@ class Agent:
                 rc, out = 1, plugin.error_answer(
                     stdin, wire.BadRequest("the client sent no host netns fd"))
             else:
+                if self.prepare is not None:
+                    stdin = self.prepare(stdin)
                 rc, out = plugin.run(env, stdin, host_ns=fds["H"], pod_ns=fds.get("P"),
                                      pod_ns_sent="P" in fds)
         finally:
             for fd in fds.values():
                 os.close(fd)
         self.served += 1
+        if self.done is not None:
+            try:
+                self.done(env, rc, out)
+            except Exception as e:  # noqa: BLE001 - the runtime's answer must still go out
+                print(f"fastpath agent: after {env.get('CNI_COMMAND', '?')}: {e}", file=sys.stderr)
         conn.settimeout(5.0)
         try:
             conn.sendall(wire.encode_answer(rc, out))

@@ -1,4 +1,4 @@
-"""`fastpath cni install|status` and `fastpath agent`: standard library only at module level."""
+"""`fastpath cni install|list`: standard library only at module level."""
 
 from __future__ import annotations
 
@@ -26,13 +26,6 @@ def register(sub) -> None:
     add_json_flag(lp)
     lp.set_defaults(func=_list)
 
-    a = sub.add_parser("agent", help="run the node agent that serves fastpath-cni requests (foreground)")
-    a.add_argument("--socket", metavar="PATH", default=None,
-                   help="Unix socket to listen on (default /run/fastpath/fp[-INSTANCE]-agent.sock)")
-    a.add_argument("-v", "--verbose", action="store_true",
-                   help="log every request (command, container, exit code, time) on stderr")
-    a.set_defaults(func=_agent)
-
 
 def _install(args: argparse.Namespace) -> int:
     from fastpath.cni.install import install_report
@@ -42,12 +35,6 @@ def _install(args: argparse.Namespace) -> int:
     emit(args, report, lambda d: f"installed the fastpath CNI plugin ({d['launcher']} launcher) "
                                  f"as {d['installed']}")
     return 0
-
-
-def _agent(args: argparse.Namespace) -> int:
-    from fastpath.cni import agent, wire
-
-    return agent.run(args.socket or wire.socket_path(), verbose=args.verbose)
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -118,11 +118,17 @@ class Builder:
                 self._make_node(cl.load_existing(self.conn), node, undo)
                 faults.point("podnet", "node", "up")
             c = cl.load_existing(self.conn)
+            # node agents (routing "agent") serve the pods' CNI: they come first
+            agents = hasattr(backend, "add_pod")
+            if agents:
+                backend.setup(c)
+                undo.push(backend.teardown, c)
             for pod_name, node_name in p.pods:
-                self._add_pod(c, node_name, pod_name, undo)
+                self._add_pod(c, node_name, pod_name, undo, backend)
             c = cl.load_existing(self.conn)
-            backend.setup(c)
-            undo.push(backend.teardown, c)
+            if not agents:
+                backend.setup(c)
+                undo.push(backend.teardown, c)
             faults.point("podnet", "routing", "up")
             cl.set_phase(self.conn, "ready")
         except BaseException:
@@ -239,7 +245,7 @@ class Builder:
         c = cl.require(self.conn)
         undo = Undo()
         try:
-            return self._add_pod(c, node_name, pod_name, undo)
+            return self._add_pod(c, node_name, pod_name, undo, routing.get(c.routing))
         except BaseException:
             undo.run()
             raise
@@ -263,10 +269,22 @@ class Builder:
                                pod_host_ifname(pod_name), plan.POD_IFNAME, time.time()))
         return pod_name
 
-    def _add_pod(self, c: cl.Cluster, node_name: str, pod_name: str | None, undo: Undo) -> cl.Pod:
+    def _add_pod(self, c: cl.Cluster, node_name: str, pod_name: str | None, undo: Undo,
+                 backend=None) -> cl.Pod:
         node = c.node(node_name)
         name = self._claim_pod(c, node, pod_name)
         undo.push(lambda: cl.delete_pod(self.conn, name))
+        if backend is not None and hasattr(backend, "add_pod"):
+            # the node's agent wires the pod (CNI ADD), as a runtime on that machine would
+            ns_name = pod_netns(name)
+            _create_netns(ns_name)
+            undo.push(self._delete_netns, ns_name)
+            ip, host_if = backend.add_pod(node, name, ns_name)
+            undo.push(backend.del_pod, node, name, ns_name)
+            self.conn.execute("UPDATE podnet_pods SET ip=?, host_ifname=?, phase='ready' WHERE scope=? "
+                              "AND name=?", (ip, host_if, naming.scope(), name))
+            return cl.Pod(name=name, node=node.name, netns=ns_name, ip=ip, host_ifname=host_if,
+                          ifname=plan.POD_IFNAME, phase="ready")
         host = self.rtnl(node.netns)       # NotFound when the node's netns vanished
         owner = cl.OWNER_PREFIX + name
         ip = self.ipam.allocate(node.pod_cidr, owner)
@@ -286,6 +304,12 @@ class Builder:
         c = cl.require(self.conn)
         pod = c.pod(pod_name)
         node = c.node(pod.node)
+        backend = routing.get(c.routing)
+        if hasattr(backend, "del_pod"):
+            backend.del_pod(node, pod.name, pod.netns)
+            self._delete_netns(pod.netns)
+            cl.delete_pod(self.conn, pod.name)
+            return pod
         try:
             _attach.detach(self.rtnl(node.netns), host_ifname=pod.host_ifname)
         except NotFound:

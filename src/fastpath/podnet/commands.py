@@ -35,7 +35,10 @@ def register(sub) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_down)
 
-    p = sub.add_parser("status", help="the cluster: nodes, pods, routes, FORWARD")
+    p = sub.add_parser("status", help="the demo cluster: nodes, pods, routes, FORWARD; with --node, "
+                                      "that node's agent: lease, readiness, BGP sessions, services")
+    p.add_argument("--node", default=None, help="a node whose agent runs here (a real node, or a "
+                                                "demo node)")
     add_json_flag(p)
     p.set_defaults(func=cmd_status)
 
@@ -75,6 +78,8 @@ def register(sub) -> None:
     p.add_argument("name")
     add_json_flag(p)
     p.set_defaults(func=cmd_node_del)
+    from fastpath.cluster.commands import add_node_list
+    add_node_list(nsub)
 
 
 def _tables(c, routes: dict | None = None, health: dict | None = None):
@@ -207,6 +212,9 @@ def cmd_down(args) -> int:
 
 
 def cmd_status(args) -> int:
+    if args.node is not None:
+        from fastpath.agent.commands import agent_status
+        return agent_status(args)
     from fastpath.output import emit
     from fastpath.podnet import cluster, health, routing
     c = cluster.require()

@@ -34,6 +34,7 @@ RTPROT_FASTPATH_STATIC = 102
 _BACKENDS: dict[str, str] = {
     "static": "fastpath.podnet.routing:StaticRouting",
     "bgp": "fastpath.bgp.routing:BgpRouting",
+    "agent": "fastpath.agent.demo:AgentRouting",
 }
 DEFAULT = "bgp"
 

@@ -1,0 +1,451 @@
+"""`fastpath agent --node NAME`: the node daemon.
+
+Start: reach the datastore (one line per failure, retried with backoff, nothing on the
+node touched meanwhile); register the node under a lease (refused before anything is
+written if it clashes); take the pod CIDR (configured, or a block won by compare-and-swap);
+serve CNI; then reconcile and follow the watch.
+
+Reconcile is idempotent and reads only the datastore and this node: BIRD's config
+(started if absent, reconfigured in place if it changed, left alone otherwise), the
+service table, accel's local map. It runs on every change and after every restart.
+
+Restarts are quiet. The lease id is kept in the node's state, so a restarted agent
+renews the same lease (no other node sees the node go); BIRD is found by its pid file
+and reconfigured, never restarted; the agent never revokes its lease or stops BIRD on
+the way out. A node leaves the cluster when its agent stops for longer than the lease
+TTL, or by `fastpath node del`.
+
+When the datastore goes away the data plane stays as it is; the agent reports not-ready
+and resumes the watch where it stopped when the datastore is back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from fastpath import state
+from fastpath.agent import bgpview
+from fastpath.agent.config import AgentConfig
+from fastpath.agent.health import HealthServer
+from fastpath.agent.metrics import Metrics
+from fastpath.bgp import bird
+from fastpath.bgp.config import render
+from fastpath.bgp.control import BirdControl
+from fastpath.bgp.model import validate as validate_mesh
+from fastpath.cluster.kv import DatastoreError, Unavailable
+from fastpath.cluster.mirror import Mirror
+from fastpath.cluster.objects import ROOT, Conflict, Node, Pod, View, check_node
+from fastpath.cluster.store import ClusterStore, default_url
+from fastpath.cni import agent as cni_agent
+from fastpath.cni import wire
+from fastpath.errors import FastpathError
+from fastpath.kernel.files import atomic_write
+from fastpath.podnet.rtnl import Rtnl
+from fastpath.rcu.table import SharedTable
+from fastpath.sockredir import loader
+
+log = logging.getLogger("fastpath.agent")
+BACKOFF = (0.5, 1, 2, 4, 8)
+STATUS_EVERY = 2.0
+SERVICES_KEY = b"services"
+
+
+def status_path(node: str) -> Path:
+    return state.state_dir() / "agent" / f"{node}.json"
+
+
+def read_status(node: str) -> dict | None:
+    try:
+        return json.loads(status_path(node).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def underlay_address() -> str:
+    """The node's first global IPv4 address with its prefix: the underlay when none is
+    configured (a machine with one uplink)."""
+    with Rtnl(None) as r:
+        for a in r.ipr.get_addr(family=2):
+            ip = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
+            a4 = ipaddress.IPv4Address(ip) if ip else None
+            if a4 and not a4.is_loopback and not a4.is_link_local:
+                return f"{ip}/{a['prefixlen']}"
+    raise FastpathError("this node has no IPv4 address to use as its underlay address",
+                        op="find the underlay address", hint="give --address ADDRESS/PREFIX")
+
+
+class NodeAgent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.url = cfg.datastore or default_url()
+        self.metrics = Metrics(cfg.node)
+        self.metrics.info.labels(cfg.node, self.url.split("://")[0]).set(1)
+        self.stopping = threading.Event()
+        self.beat = time.monotonic()
+        self.store: ClusterStore | None = None
+        self.mirror: Mirror | None = None
+        self.lease = 0
+        self.node: Node | None = None
+        self.datastore_ok = False
+        self.programmed = False
+        self.bird_error: str | None = None
+        self.sessions: list[dict] = []
+        self.services: dict[str, dict] = {}
+        self.accel_local: set[str] | None = None
+        self.table: SharedTable | None = None
+        self.health: HealthServer | None = None
+        self.cni: cni_agent.Agent | None = None
+        self.threads: list[threading.Thread] = []
+        self.lock = threading.Lock()   # the store is shared by the loop, keepalive and CNI
+
+    # ---- start ---------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Until the datastore answers: one line per failure, growing waits."""
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                self.store = ClusterStore.open(self.url)
+                self.store.kv.revision()
+                self.datastore_ok = True
+                self.metrics.datastore_up.set(1)
+                return
+            except Unavailable as e:
+                if self.store is not None:
+                    self.store.close()
+                    self.store = None
+                wait = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+                print(f"fastpath agent: datastore {self.url} unreachable ({e.msg}); retrying in "
+                      f"{wait:g}s; the node's data plane is left as it is", file=sys.stderr, flush=True)
+                attempt += 1
+                self.stopping.wait(wait)
+        raise KeyboardInterrupt
+
+    def _saved_lease(self) -> int:
+        st = read_status(self.cfg.node) or {}
+        return int(st.get("lease") or 0) if st.get("datastore") == self.url else 0
+
+    def register(self) -> None:
+        assert self.store is not None
+        kv = self.store.kv
+        lease = self._saved_lease()
+        if lease and kv.keepalive(lease) <= 0:
+            lease = 0
+        fresh = not lease
+        address = self.cfg.address or underlay_address()
+        try:
+            # every clash is refused before anything is written (a granted lease writes
+            # nothing visible and is revoked on refusal)
+            if fresh:
+                lease = kv.grant(self.cfg.lease_ttl)
+            view = self.store.view()
+            wanted = self.cfg.node_object(address, self.cfg.pod_cidr)
+            check_node(view, wanted, own_lease=lease)
+            cidr = self.cfg.pod_cidr
+            if cidr is None:
+                prev = view.nodes.get(self.cfg.node)
+                held = view.node_blocks(self.cfg.node)
+                cidr = prev.pod_cidr if prev and prev.pod_cidr in held else None
+                cidr = cidr or self.store.allocate_block(self.cfg.node, self.cfg.pool)
+            self.node = self.store.register(self.cfg.node_object(address, cidr), lease)
+        except BaseException:
+            if fresh and lease:
+                kv.revoke(lease)
+            raise
+        self.lease = lease
+        log.info("node %s registered: %s, pods %s, lease %x%s", self.node.name, self.node.address,
+                 self.node.pod_cidr, lease, "" if fresh else " (renewed: a restart)")
+
+    def keepalive_loop(self) -> None:
+        period = max(1.0, self.cfg.lease_ttl / 3)
+        while not self.stopping.wait(period):
+            try:
+                with self.lock:
+                    assert self.store is not None
+                    ttl = self.store.kv.keepalive(self.lease)
+                    if ttl <= 0:  # expired while the datastore was away: register again
+                        self.metrics.lease_renewals.labels("expired").inc()
+                        self.lease = self.store.kv.grant(self.cfg.lease_ttl)
+                        assert self.node is not None
+                        self.store.register(self.node, self.lease)
+                        log.warning("lease had expired; registered again with lease %x", self.lease)
+                        self._write_status()
+                    else:
+                        self.metrics.lease_renewals.labels("ok").inc()
+            except (DatastoreError, Conflict) as e:
+                self.metrics.lease_renewals.labels("error").inc()
+                log.warning("lease renewal failed: %s", e)
+
+    # ---- CNI -----------------------------------------------------------------------------
+
+    def cni_prepare(self, stdin: bytes) -> bytes:
+        """A network config without podCIDR or ipam gets this node's pod CIDR."""
+        try:
+            doc = json.loads(stdin)
+        except ValueError:
+            return stdin  # the plugin answers with the spec's decode error
+        if isinstance(doc, dict) and "podCIDR" not in doc and "ipam" not in doc and self.node:
+            doc["podCIDR"] = self.node.pod_cidr
+            return json.dumps(doc).encode()
+        return stdin
+
+    def cni_done(self, env: dict, rc: int, out: bytes) -> None:
+        cmd = env.get("CNI_COMMAND", "?")
+        self.metrics.cni.labels(cmd, "ok" if rc == 0 else "error").inc()
+        if rc != 0 or cmd not in ("ADD", "DEL") or self.node is None:
+            return
+        args = dict(kv.split("=", 1) for kv in env.get("CNI_ARGS", "").split(";") if "=" in kv)
+        name = args.get("K8S_POD_NAME") or "c-" + env.get("CNI_CONTAINERID", "?")[:12]
+        labels = {k[len("FP_LABEL_"):]: v for k, v in args.items() if k.startswith("FP_LABEL_")}
+        with self.lock:
+            assert self.store is not None
+            try:
+                if cmd == "ADD":
+                    ips = json.loads(out).get("ips") or []
+                    ip = ips[0]["address"].split("/")[0] if ips else None
+                    if ip:
+                        self.store.put_pod(Pod(node=self.node.name, name=name, ip=ip, labels=labels,
+                                               stamp=time.time()))
+                else:
+                    self.store.del_pod(self.node.name, name)
+            except DatastoreError as e:
+                log.warning("could not record pod %s in the datastore: %s", name, e)
+
+    # ---- reconcile -----------------------------------------------------------------------
+
+    def view(self) -> View:
+        assert self.mirror is not None
+        return View.of(self.mirror.items())
+
+    def reconcile(self, changed: set[str]) -> None:
+        t0 = time.time()
+        view = self.view()
+        ok = True
+        if self.cfg.bird:
+            ok &= self.apply_bird(view)
+        self.apply_services(view)
+        if self.cfg.accel:
+            self.apply_accel(view)
+        self.programmed = ok
+        self.metrics.reconciles.labels("ok" if ok else "error").inc()
+        done = time.time()
+        for k in changed:
+            kind, _, _rest = k[len(ROOT):].partition("/")
+            if kind == "services" and k in (self.mirror.data if self.mirror else {}):
+                svc = view.services.get(_rest)
+                if svc and svc.stamp:
+                    self.metrics.programming.labels("service").observe(max(0.0, done - svc.stamp))
+            elif kind == "pods":
+                node, _, name = _rest.partition("/")
+                pod = view.pods.get((node, name))
+                if pod and pod.stamp:
+                    self.metrics.programming.labels("pod").observe(max(0.0, done - pod.stamp))
+        log.debug("reconciled %d changes in %.1f ms", len(changed), (time.time() - t0) * 1000)
+
+    def apply_bird(self, view: View) -> bool:
+        assert self.node is not None
+        mesh = bgpview.mesh_for(view, self.node)
+        try:
+            validate_mesh(mesh)
+            text = render(mesh, self.node.name, str(bird.BirdPaths.of(self.node.name).log))
+            if bird.running_pid(self.node.name):
+                answer = bird.reconfigure(self.node.name, text)
+                if not answer.startswith("Nothing"):
+                    log.info("BIRD reconfigured: %s", answer)
+            else:
+                bird.start(self.node.name, None, text)
+                log.info("BIRD started")
+            self.bird_error = None
+            return True
+        except FastpathError as e:
+            self.bird_error = str(e)
+            log.error("BIRD not programmed: %s", e)
+            return False
+
+    def apply_services(self, view: View) -> None:
+        svcs = {name: {"listen": s.listen, "backends": view.backends(s)}
+                for name, s in sorted(view.services.items())}
+        if svcs == self.services and self.table is not None:
+            return
+        if self.table is None:
+            self.table = SharedTable.create(1 << 20, readers=16, versions=4, name="agent-services")
+        self.table.publish({SERVICES_KEY: json.dumps(svcs).encode()})
+        self.services = svcs
+        self.metrics.services.set(len(svcs))
+        self.metrics.backends.clear()
+        for name, s in svcs.items():
+            self.metrics.backends.labels(name).set(len(s["backends"]))
+
+    def apply_accel(self, view: View) -> None:
+        """accel's local map: this node's address and its pods' addresses."""
+        assert self.node is not None
+        if not loader.is_enabled():
+            self.accel_local = None
+            return
+        want = {f"{self.node.ip}/32"} | {f"{p.ip}/32" for (n, _), p in view.pods.items()
+                                          if n == self.node.name}
+        have = self.accel_local if self.accel_local is not None else set()
+        try:
+            loader.set_local([ipaddress.ip_network(x) for x in sorted(want - have)],
+                             [ipaddress.ip_network(x) for x in sorted(have - want)])
+            self.accel_local = want
+        except FastpathError as e:
+            log.error("accel local map not updated: %s", e)
+
+    # ---- readiness and status ------------------------------------------------------------
+
+    def refresh_sessions(self) -> None:
+        if not self.cfg.bird or self.node is None:
+            return
+        paths = bird.BirdPaths.of(self.node.name)
+        try:
+            with BirdControl(str(paths.ctl)) as ctl:
+                protos = ctl.protocols()
+        except FastpathError as e:
+            self.sessions = []
+            self.bird_error = self.bird_error or f"BIRD control socket: {e}"
+            return
+        self.sessions = [{"protocol": p.name, "state": p.state, "info": p.info,
+                          "since": p.since.isoformat() if p.since else None,
+                          "established": p.established}
+                         for p in protos if p.proto == "BGP"]
+        counts: dict[str, int] = {}
+        for s in self.sessions:
+            k = "established" if s["established"] else "down"
+            counts[k] = counts.get(k, 0) + 1
+        for k in ("established", "down"):
+            self.metrics.sessions.labels(k).set(counts.get(k, 0))
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.datastore_ok:
+            out.append(f"datastore {self.url} unreachable")
+        if self.node is None:
+            out.append("node not registered")
+        if self.cfg.bird:
+            if self.bird_error:
+                out.append(f"BIRD: {self.bird_error}")
+            down = [s["protocol"] for s in self.sessions if not s["established"]]
+            if down:
+                out.append(f"BGP sessions not established: {', '.join(down)}")
+        if not self.programmed:
+            out.append("tables not programmed yet")
+        return out
+
+    def _write_status(self) -> None:
+        problems = self.problems()
+        self.metrics.ready.set(0 if problems else 1)
+        doc = {"node": self.cfg.node, "pid": os.getpid(), "datastore": self.url, "lease": self.lease,
+               "lease_ttl": self.cfg.lease_ttl, "address": self.node.address if self.node else None,
+               "pod_cidr": self.node.pod_cidr if self.node else None,
+               "revision": self.mirror.revision if self.mirror else 0, "ready": not problems,
+               "problems": problems, "sessions": self.sessions, "services": self.services,
+               "health": self.cfg.health if self.health else None,
+               "cni_socket": self.cni.path if self.cni else None, "time": time.time()}
+        path = status_path(self.cfg.node)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(path, json.dumps(doc, indent=1))
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def start_servers(self) -> None:
+        addr = self.cfg.health_addr()
+        if addr is not None:
+            self.health = HealthServer(addr, self.metrics, self.problems, lambda: self.beat)
+            self.health.start()
+        self.cni = cni_agent.Agent(self.cfg.socket or wire.socket_path(), prepare=self.cni_prepare,
+                                   done=self.cni_done)
+        self.cni.start()
+        t = threading.Thread(target=self.cni.serve_forever, name="fp-agent-cni", daemon=True)
+        t.start()
+        k = threading.Thread(target=self.keepalive_loop, name="fp-agent-lease", daemon=True)
+        k.start()
+        self.threads += [t, k]
+
+    def follow(self) -> None:
+        assert self.store is not None
+        self.mirror = Mirror(self.store.kv, ROOT)
+        attempt = 0
+        changed: set[str] | None = None
+        next_status = 0.0
+        while not self.stopping.is_set():
+            self.beat = time.monotonic()
+            try:
+                if changed is None:
+                    with self.lock:
+                        changed = self.mirror.sync() | {"*"}
+                else:
+                    changed = self.mirror.follow(0.25)
+                if not self.datastore_ok:
+                    log.info("datastore %s reachable again (revision %d)", self.url, self.mirror.revision)
+                self.datastore_ok = True
+                self.metrics.datastore_up.set(1)
+                attempt = 0
+            except Unavailable as e:
+                if self.datastore_ok:
+                    log.error("datastore %s unreachable: %s; the data plane stays as it is",
+                              self.url, e.msg)
+                self.datastore_ok = False
+                self.metrics.datastore_up.set(0)
+                self._write_status()
+                self.stopping.wait(BACKOFF[min(attempt, len(BACKOFF) - 1)])
+                attempt += 1
+                continue
+            if changed:
+                self.reconcile(changed)
+            self.metrics.revision.set(self.mirror.revision)
+            if changed or time.monotonic() >= next_status:
+                self.refresh_sessions()
+                self._write_status()
+                next_status = time.monotonic() + STATUS_EVERY
+
+    def close(self) -> None:
+        """Stop serving; leave the lease, BIRD and the tables' effects in place."""
+        if self.cni is not None:
+            self.cni.stop()
+            self.cni.close()
+        if self.health is not None:
+            self.health.stop()
+        if self.mirror is not None:
+            self.mirror.close()
+        if self.table is not None:
+            self.table.close()
+        if self.store is not None:
+            self.store.close()
+
+
+def run(cfg: AgentConfig) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"fastpath agent {cfg.node}: %(message)s")
+    agent = NodeAgent(cfg)
+
+    def on_signal(*_a) -> None:
+        agent.stopping.set()
+        if agent.cni is not None:
+            agent.cni.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        agent.connect()
+        with agent.lock:
+            agent.register()
+        agent.start_servers()
+        agent._write_status()
+        log.info("serving: CNI on %s, health on %s", agent.cni.path if agent.cni else "-",
+                 f"{agent.cfg.health}" if agent.health else "off")
+        agent.follow()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        agent.close()
+    log.info("stopped (lease %x left to expire or be renewed by the next agent)", agent.lease)
+    return 0

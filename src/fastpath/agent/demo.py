@@ -1,0 +1,308 @@
+"""The `agent` routing backend of the demo cluster (fastpath.podnet.routing): each node
+netns runs its own `fastpath agent`, which learns everything through the datastore.
+
+`up` writes desired state only: each node's registration (address, pod CIDR, ASN) and
+the BGP settings. Then it starts one agent per node, inside the node's netns, with a
+state directory of its own (`<state>/nodes/<node>`) and the shared datastore, exactly
+as on separate machines: the agent renders and runs the node's BIRD, takes its lease
+and serves CNI on its own socket. Pods are added as a runtime adds them, by a CNI ADD
+to the node's agent from inside the node's netns.
+
+`down` (teardown) stops the agents and their BIRDs and removes the nodes from the
+datastore; deleting a node's netns would take the processes too, but a SIGTERM first
+lets each close its sessions with a Cease.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fastpath import naming, state
+from fastpath.cluster.kv import DatastoreError
+from fastpath.cluster.objects import ROOT, BgpConfig, Node, block_key, decode, encode, key
+from fastpath.cluster.store import ClusterStore, default_url
+from fastpath.cni import client as cni_client
+from fastpath.errors import FastpathError, NotFound, UsageError
+from fastpath.kernel import netns, proc
+from fastpath.kernel.libc import setns_raw
+from fastpath.podnet import routing
+from fastpath.podnet.rtnl import Rtnl
+
+RTPROT_BIRD = 12
+READY_TIMEOUT = 40.0
+LEASE_TTL = 5           # short: a stopped demo node leaves the others' configs in seconds
+NETWORK = "fp-demo"
+
+
+def node_state_dir(node: str) -> Path:
+    return state.state_dir() / "nodes" / naming.scope().rstrip("-") / node
+
+
+def cni_socket(node: str) -> str:
+    return str(node_state_dir(node) / "cni.sock")
+
+
+def _env_for(node: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATH_")}
+    env["FASTPATH_STATE_DIR"] = str(node_state_dir(node))
+    env["FASTPATH_INSTANCE"] = naming.instance()
+    return env
+
+
+def _enter(fd: int) -> None:
+    e = setns_raw(fd)
+    if e:
+        os.write(2, f"setns: {os.strerror(e)}\n".encode())
+        os._exit(126)
+
+
+def read_node_status(node: str) -> dict | None:
+    try:
+        return json.loads((node_state_dir(node) / "agent" / f"{node}.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def agent_pid(node: str) -> int | None:
+    st = read_node_status(node)
+    pid = int(st["pid"]) if st and st.get("pid") else None
+    return pid if pid and proc.alive(pid) else None
+
+
+class AgentRouting:
+    name = "agent"
+
+    def __init__(self, route_reflector: str | None = None, bgp_hold: int | None = None,
+                 datastore: str | None = None) -> None:
+        self.reflector = route_reflector
+        self.hold = bgp_hold
+        self.url = datastore
+
+    def _url(self) -> str:
+        return self.url or default_url()
+
+    # ---- desired state and agents ------------------------------------------------------
+
+    def _write_node(self, cs: ClusterStore, n) -> None:
+        node = Node(name=n.name, address=f"{n.underlay_ip}/{n.underlay_prefixlen}", pod_cidr=n.pod_cidr,
+                    router_id=n.router_id)
+        node.validate()
+        prev = cs.kv.get(key("nodes", n.name))
+        if prev is not None and decode(Node, prev.value) != node:
+            raise UsageError(f"node {n.name} is already in datastore {self._url()} with other "
+                             "settings", hint="another cluster shares this datastore; fastpath down")
+        cs.kv.put(key("nodes", n.name), encode(node))
+
+    def start_agent(self, n) -> int:
+        d = node_state_dir(n.name)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        argv = [sys.executable, "-m", "fastpath", "agent", "--node", n.name, "--datastore", self._url(),
+                "--address", f"{n.underlay_ip}/{n.underlay_prefixlen}", "--pod-cidr", n.pod_cidr,
+                "--router-id", n.router_id, "--socket", cni_socket(n.name),
+                "--health", "127.0.0.1:9099", "--lease-ttl", str(LEASE_TTL)]
+        fd = os.open(f"/run/netns/{n.netns}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with open(d / "agent.log", "ab") as log:
+                p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     env=_env_for(n.name), start_new_session=True,
+                                     preexec_fn=lambda: _enter(fd), pass_fds=(fd,))
+        finally:
+            os.close(fd)
+        return p.pid
+
+    def stop_agent(self, node: str, timeout: float = 5.0) -> None:
+        """SIGTERM the node's agent and its BIRD (the agent leaves BIRD running on
+        purpose: a restart must not withdraw routes)."""
+        pids = [p for p in (agent_pid(node), self._bird_pid(node)) if p]
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while any(proc.alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for p in pids:
+            if proc.alive(p):
+                os.kill(p, signal.SIGKILL)
+
+    def _bird_pid(self, node: str) -> int | None:
+        pidfile = node_state_dir(node) / "bgp" / naming.scope().rstrip("-") / f"{node}.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if proc.alive(pid) else None
+
+    def wait_ready(self, cluster, names: list[str], timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(names)
+        while time.monotonic() < deadline:
+            pending = [n for n in names if not self._ready(cluster, n)]
+            if not pending:
+                return
+            dead = [n for n in pending if not agent_pid(n) and read_node_status(n) is not None]
+            if dead:
+                break
+            time.sleep(0.1)
+        why = []
+        for n in pending:
+            st = read_node_status(n)
+            tail = _tail(node_state_dir(n) / "agent.log")
+            why.append(f"{n}: " + ("; ".join(st["problems"]) if st and st.get("problems")
+                                   else "agent not running" if not agent_pid(n) else "routes missing")
+                       + (f" (log: {tail})" if tail else ""))
+        raise FastpathError("agents not ready: " + " | ".join(why), op="start node agents")
+
+    def _ready(self, cluster, name: str) -> bool:
+        st = read_node_status(name)
+        if not st or not st.get("ready") or not agent_pid(name):
+            return False
+        return not self.status(cluster, only=name)[name]["missing"]
+
+    # ---- the routing seam --------------------------------------------------------------
+
+    def setup(self, cluster) -> None:
+        if self.reflector is not None and self.reflector not in {n.name for n in cluster.nodes}:
+            raise UsageError(f"--route-reflector {self.reflector}: no such node")
+        with ClusterStore.open(self._url()) as cs:
+            cs.set_bgp(BgpConfig(mesh=True, reflectors=(self.reflector,) if self.reflector else (),
+                                 hold=self.hold if self.hold is not None else BgpConfig.hold))
+            for n in cluster.nodes:
+                self._write_node(cs, n)
+        for n in cluster.nodes:
+            self.start_agent(n)
+        self.wait_ready(cluster, [n.name for n in cluster.nodes])
+
+    def node_added(self, cluster, node) -> None:
+        with ClusterStore.open(self._url()) as cs:
+            self._write_node(cs, node)
+        self.start_agent(node)
+        self.wait_ready(cluster, [n.name for n in cluster.nodes])
+
+    def node_removed(self, cluster, node) -> None:
+        self.stop_agent(node.name)
+        self._forget_node(node.name)
+
+    def check_node_removal(self, cluster, node) -> None:
+        if node.name == self.reflector:
+            raise UsageError(f"node {node.name} is the route reflector")
+
+    def _forget_node(self, name: str) -> None:
+        try:
+            with ClusterStore.open(self._url()) as cs:
+                v = cs.view()
+                a = v.alive.get(name)
+                if a is not None:
+                    cs.kv.revoke(a.lease)
+                for (node, pod) in list(v.pods):
+                    if node == name:
+                        cs.kv.delete(key("pods", node, pod))
+                for cidr in v.node_blocks(name):
+                    cs.kv.delete(block_key(cidr))
+                cs.kv.delete(key("nodes", name))
+        except DatastoreError:
+            pass  # down goes on: the processes and netns matter more than the records
+        shutil.rmtree(node_state_dir(name), ignore_errors=True)
+
+    def teardown(self, cluster) -> None:
+        for n in cluster.nodes:
+            self.stop_agent(n.name)
+        for n in cluster.nodes:
+            self._forget_node(n.name)
+        try:
+            with ClusterStore.open(self._url()) as cs:
+                cs.kv.delete(ROOT + "config/bgp")
+        except DatastoreError:
+            pass
+
+    def explain_missing_route(self, cluster, node, peer, dst) -> str | None:
+        if peer is None or peer.name == node.name:
+            return None
+        st = read_node_status(node.name)
+        if st is None or not agent_pid(node.name):
+            return f"the agent of node {node.name} is not running"
+        down = [s for s in st.get("sessions", []) if not s["established"]]
+        if down:
+            return f"BGP sessions of node {node.name} down: {', '.join(s['protocol'] for s in down)}"
+        if not st.get("ready"):
+            return f"the agent of node {node.name} is not ready: {'; '.join(st.get('problems', []))}"
+        return None
+
+    def status(self, cluster, only: str | None = None) -> dict:
+        out: dict[str, Any] = {}
+        for n in cluster.nodes:
+            if only is not None and n.name != only:
+                continue
+            want = routing.expected_routes(cluster, n)
+            try:
+                with Rtnl(n.netns) as r:
+                    have = routing.installed_routes(r, RTPROT_BIRD)
+            except NotFound:
+                have = []
+            have_dst = {d for d, _ in have}
+            st = read_node_status(n.name) or {}
+            out[n.name] = {"expected": [f"{d} via {v}" for d, v in want],
+                           "installed": [f"{d} via {v}" for d, v in have],
+                           "missing": [f"{d} via {v}" for d, v in want if d not in have_dst],
+                           "agent_pid": agent_pid(n.name), "ready": st.get("ready", False),
+                           "problems": st.get("problems", []),
+                           "sessions": [{"peer": s["protocol"].removeprefix("fp_peer_"),
+                                         "state": s["info"] or s["state"],
+                                         "established": s["established"]}
+                                        for s in st.get("sessions", [])]}
+        return out
+
+    # ---- pods, through the node's agent as a runtime would --------------------------------
+
+    def add_pod(self, node, pod_name: str, pod_netns: str) -> tuple[str, str]:
+        """CNI ADD to the node's agent from inside the node netns; (ip, host veth)."""
+        rc, out = self._cni(node, "ADD", pod_name, pod_netns)
+        doc = json.loads(out)
+        if rc != 0:
+            raise FastpathError(f"CNI ADD of pod {pod_name} on node {node.name}: {doc.get('msg')}"
+                                + (f" ({doc['details']})" if doc.get("details") else ""),
+                                op=f"add pod {pod_name}")
+        ip = doc["ips"][0]["address"].split("/")[0]
+        host = next(i["name"] for i in doc["interfaces"] if not i.get("sandbox"))
+        return ip, host
+
+    def del_pod(self, node, pod_name: str, pod_netns: str) -> None:
+        rc, out = self._cni(node, "DEL", pod_name, pod_netns)
+        if rc != 0:
+            raise FastpathError(f"CNI DEL of pod {pod_name} on node {node.name}: "
+                                f"{out.decode(errors='replace').strip()}", op=f"delete pod {pod_name}")
+
+    def _cni(self, node, command: str, pod_name: str, pod_netns: str) -> tuple[int, bytes]:
+        env = {"CNI_COMMAND": command, "CNI_CONTAINERID": pod_name,
+               "CNI_NETNS": f"/run/netns/{pod_netns}" if netns.exists(pod_netns) else "",
+               "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni",
+               "CNI_ARGS": f"K8S_POD_NAME={pod_name}"}
+        conf = json.dumps({"cniVersion": "1.1.0", "name": NETWORK, "type": "fastpath",
+                           "agentSocket": cni_socket(node.name)}).encode()
+        with netns.Netns.open(node.netns) as ns, netns.entered(ns):
+            sock = cni_client.connect_agent(cni_socket(node.name))
+            if sock is None:
+                raise FastpathError(f"the agent of node {node.name} does not answer on "
+                                    f"{cni_socket(node.name)}", op=f"CNI {command} {pod_name}")
+            try:
+                return cni_client.call_agent(sock, env, conf)
+            finally:
+                sock.close()
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
+    except FileNotFoundError:
+        return ""
+    return lines[-1][-200:] if lines else ""
+
