@@ -47,7 +47,7 @@ def cluster(fastpath):
 
 
 def test_up_add_del_faults_down(fastpath, cluster, instance):
-    fastpath("up", "--nodes", "3", "--pods", "1")
+    fastpath("up", "--nodes", "3", "--pods", "1", "--routing", "bgp")
     st = status(fastpath)
     assert st["routing"] == "bgp"
     assert all(not v["missing"] for v in st["routes"].values())
@@ -106,7 +106,7 @@ def test_up_add_del_faults_down(fastpath, cluster, instance):
 
 
 def test_route_reflector_and_refusals(fastpath, cluster, instance, state_dir):
-    fastpath("up", "--nodes", "3", "--pods", "1", "--route-reflector", "node1")
+    fastpath("up", "--nodes", "3", "--pods", "1", "--route-reflector", "node1", "--routing", "bgp")
     s = sessions(fastpath)
     assert set(s) == {("node1", "node2"), ("node1", "node3"), ("node2", "node1"), ("node3", "node1")}
     fastpath("check")

@@ -149,7 +149,7 @@ def test_a_vanished_pod_netns_is_one_line(cluster, capsys):
 
 
 def test_a_missing_route_under_bgp_names_the_session(capsys):
-    run_fastpath("up", "--pods", "1")
+    run_fastpath("up", "--pods", "1", "--routing", "bgp")
     try:
         c = json.loads(run_fastpath("status", "--json").stdout)
         n1, n2 = node(c, "node1"), node(c, "node2")

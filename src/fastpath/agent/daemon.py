@@ -384,6 +384,11 @@ class NodeAgent:
                         changed = self.mirror.sync() | {"*"}
                 else:
                     changed = self.mirror.follow(0.25)
+                if time.monotonic() >= next_status:
+                    # a watch on a member cut off from quorum stays open and silent: only a
+                    # linearizable read tells whether the datastore can still answer
+                    with self.lock:
+                        self.store.kv.revision()
                 if not self.datastore_ok:
                     log.info("datastore %s reachable again (revision %d)", self.url, self.mirror.revision)
                 self.datastore_ok = True
@@ -395,10 +400,16 @@ class NodeAgent:
                               self.url, e.msg)
                 self.datastore_ok = False
                 self.metrics.datastore_up.set(0)
+                self.mirror.close()   # the next attempt watches from where it stopped
                 self._write_status()
                 self.stopping.wait(BACKOFF[min(attempt, len(BACKOFF) - 1)])
                 attempt += 1
+                next_status = 0.0
                 continue
+            if not changed and self.cfg.bird and self.node is not None and time.monotonic() >= next_status \
+                    and not bird.running_pid(self.node.name):
+                log.warning("BIRD is not running; starting it again")
+                changed = {"*"}
             if changed:
                 self.reconcile(changed)
             self.metrics.revision.set(self.mirror.revision)

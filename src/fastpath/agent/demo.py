@@ -15,6 +15,7 @@ lets each close its sessions with a Cease.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -26,20 +27,32 @@ from pathlib import Path
 from typing import Any
 
 from fastpath import naming, state
+from fastpath.bgp import bird, tor
+from fastpath.cluster.etcd_server import EtcdCluster, Member, kill_recorded
 from fastpath.cluster.kv import DatastoreError
-from fastpath.cluster.objects import ROOT, BgpConfig, Node, block_key, decode, encode, key
-from fastpath.cluster.store import ClusterStore, default_url
+from fastpath.cluster.objects import DEFAULT_ASN, ROOT, BgpConfig, Node, Peer, block_key, decode, encode, key
+from fastpath.cluster.store import (
+    ClusterStore,
+    default_url,
+    forget_instance_datastore,
+    record_instance_datastore,
+)
 from fastpath.cni import client as cni_client
 from fastpath.errors import FastpathError, NotFound, UsageError
 from fastpath.kernel import netns, proc
 from fastpath.kernel.libc import setns_raw
-from fastpath.podnet import routing
+from fastpath.podnet import routing, sysctl
 from fastpath.podnet.rtnl import Rtnl
 
 RTPROT_BIRD = 12
+ETCD_MEMBERS = 3
 READY_TIMEOUT = 40.0
 LEASE_TTL = 5           # short: a stopped demo node leaves the others' configs in seconds
 NETWORK = "fp-demo"
+
+
+def etcd_dir() -> Path:
+    return state.state_dir() / "etcd" / naming.scope().rstrip("-")
 
 
 def node_state_dir(node: str) -> Path:
@@ -47,11 +60,14 @@ def node_state_dir(node: str) -> Path:
 
 
 def cni_socket(node: str) -> str:
-    return str(node_state_dir(node) / "cni.sock")
+    # where `fastpath down` sweeps agents' sockets, and short enough for sun_path
+    return f"/run/fastpath/{naming.name(node)}-agent.sock"
 
 
 def _env_for(node: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATH_")}
+    # the node's own state dir and the instance; FASTPATH_BIRD and fault injection pass on
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FASTPATH_DATASTORE", "FASTPATH_AGENT_SOCKET")}
     env["FASTPATH_STATE_DIR"] = str(node_state_dir(node))
     env["FASTPATH_INSTANCE"] = naming.instance()
     return env
@@ -81,13 +97,58 @@ class AgentRouting:
     name = "agent"
 
     def __init__(self, route_reflector: str | None = None, bgp_hold: int | None = None,
-                 datastore: str | None = None) -> None:
+                 datastore: str | None = None, tor: bool = False) -> None:
         self.reflector = route_reflector
         self.hold = bgp_hold
         self.url = datastore
+        self.tor = tor
 
     def _url(self) -> str:
-        return self.url or default_url()
+        if self.url in (None, "sqlite", "etcd"):
+            return default_url()
+        return self.url
+
+    # ---- the demo's etcd: 3 members in the underlay netns --------------------------------
+
+    def _etcd(self, cluster) -> EtcdCluster:
+        net = ipaddress.IPv4Network(cluster.underlay)
+        hosts = list(net.hosts())
+        return EtcdCluster(etcd_dir(), [Member(f"etcd{i}", str(hosts[-1 - i]), 2379, 2380)
+                                        for i in range(ETCD_MEMBERS)],
+                           netns=cluster.underlay_netns, token=naming.name("etcd"))
+
+    def _start_etcd(self, cluster) -> None:
+        etcd = self._etcd(cluster)
+        net = ipaddress.IPv4Network(cluster.underlay)
+        with Rtnl(cluster.underlay_netns) as u:
+            br = u.index(cluster.bridge)
+            for m in etcd.members:
+                u.call(f"add {m.host} to {cluster.bridge}", "addr", "add", index=br, address=m.host,
+                       prefixlen=net.prefixlen)
+        etcd.start()
+        record_instance_datastore(etcd.url, cluster.underlay_netns)
+
+    # ---- the demo's top-of-rack router: FRR in the underlay netns ------------------------
+
+    def tor_address(self, cluster) -> str:
+        return str(list(ipaddress.IPv4Network(cluster.underlay).hosts())[-1 - ETCD_MEMBERS])
+
+    def _start_tor(self, cluster, cs: ClusterStore) -> None:
+        net = ipaddress.IPv4Network(cluster.underlay)
+        addr = self.tor_address(cluster)
+        with Rtnl(cluster.underlay_netns) as u:
+            u.call(f"add {addr} to {cluster.bridge}", "addr", "add", index=u.index(cluster.bridge),
+                   address=addr, prefixlen=net.prefixlen)
+        sysctl.write(cluster.underlay_netns, {"net.ipv4.ip_forward": 1})
+        tor.start(cluster.underlay_netns, tor.render(tor.DEFAULT_ASN, addr, str(net), DEFAULT_ASN,
+                                                     hold=self.hold or 3,
+                                                     keepalive=max(1, (self.hold or 3) // 3)))
+        cs.put_peer(Peer(name="tor", address=addr, asn=tor.DEFAULT_ASN))
+
+    def _stop_etcd(self, cluster) -> None:
+        if etcd_dir().exists():
+            kill_recorded(etcd_dir())
+            shutil.rmtree(etcd_dir(), ignore_errors=True)
 
     # ---- desired state and agents ------------------------------------------------------
 
@@ -171,11 +232,23 @@ class AgentRouting:
     # ---- the routing seam --------------------------------------------------------------
 
     def setup(self, cluster) -> None:
+        bird.bird_binary()   # every agent runs BIRD: refuse before anything starts
         if self.reflector is not None and self.reflector not in {n.name for n in cluster.nodes}:
             raise UsageError(f"--route-reflector {self.reflector}: no such node")
+        if self.url not in (None, "sqlite", "etcd") and not self.url.startswith(("sqlite://", "etcd://")):
+            raise UsageError(f"--datastore {self.url!r}: use sqlite, etcd, or a datastore URL")
+        if self.url == "etcd":
+            self._start_etcd(cluster)
+        elif self.url is not None and self.url != "sqlite":
+            record_instance_datastore(self.url, None)
+        if self.tor and self.reflector:
+            raise UsageError("--tor and --route-reflector: with a ToR the nodes peer only with it")
         with ClusterStore.open(self._url()) as cs:
-            cs.set_bgp(BgpConfig(mesh=True, reflectors=(self.reflector,) if self.reflector else (),
+            # with a ToR, each node peers with the router alone (the usual rack design)
+            cs.set_bgp(BgpConfig(mesh=not self.tor, reflectors=(self.reflector,) if self.reflector else (),
                                  hold=self.hold if self.hold is not None else BgpConfig.hold))
+            if self.tor:
+                self._start_tor(cluster, cs)
             for n in cluster.nodes:
                 self._write_node(cs, n)
         for n in cluster.nodes:
@@ -218,11 +291,15 @@ class AgentRouting:
             self.stop_agent(n.name)
         for n in cluster.nodes:
             self._forget_node(n.name)
+        tor.stop()
         try:
             with ClusterStore.open(self._url()) as cs:
                 cs.kv.delete(ROOT + "config/bgp")
+                cs.del_peer("tor")
         except DatastoreError:
             pass
+        self._stop_etcd(cluster)
+        forget_instance_datastore()
 
     def explain_missing_route(self, cluster, node, peer, dst) -> str | None:
         if peer is None or peer.name == node.name:

@@ -14,12 +14,14 @@ Facts this relies on (BIRD 2.0.12, sysdep/unix/main.c):
   setns(2) in the child before exec (fastpath.kernel.libc: os.setns arrived in 3.12).
 
 Files of a node live in `<state dir>/bgp/<scope>/<node>.{conf,ctl,pid,log}`; a Unix
-socket path must fit sun_path (108 bytes with the NUL), checked up front.
+socket path must fit sun_path (108 bytes with the NUL), so a control socket whose path
+would not goes to /run/fastpath/bird/<hash of that path>.ctl.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import signal
@@ -36,6 +38,7 @@ from fastpath.kernel.files import atomic_write
 from fastpath.kernel.libc import setns_raw
 
 SUN_PATH_MAX = 107
+SHORT_CTL_DIR = Path("/run/fastpath/bird")
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 3.0
 
@@ -73,12 +76,14 @@ class BirdPaths:
     @classmethod
     def of(cls, node: str) -> "BirdPaths":
         d = bgp_dir()
-        p = cls(d / f"{node}.conf", d / f"{node}.ctl", d / f"{node}.pid", d / f"{node}.log")
-        if len(os.fsencode(str(p.ctl))) > SUN_PATH_MAX:
-            raise ConfigError(f"control socket path {p.ctl} is longer than a Unix socket "
-                              f"allows ({SUN_PATH_MAX} bytes)", where="FASTPATH_STATE_DIR",
-                              hint="use a shorter state directory")
-        return p
+        ctl = d / f"{node}.ctl"
+        if len(os.fsencode(str(ctl))) > SUN_PATH_MAX:
+            # a deep state dir (a node agent's own, under the demo's) would not fit in
+            # sun_path: the socket goes to a short path named after the long one
+            digest = hashlib.sha256(os.fsencode(str(ctl))).hexdigest()[:24]
+            ctl = SHORT_CTL_DIR / f"{digest}.ctl"
+            ctl.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return cls(d / f"{node}.conf", ctl, d / f"{node}.pid", d / f"{node}.log")
 
 
 def _enter_netns(fd: int) -> None:

@@ -40,6 +40,7 @@ from fastpath.cluster.kv import (
     Watch,
     prefix_end,
 )
+from fastpath.kernel.netns import Netns, entered
 
 REQUEST_TIMEOUT = 2.0   # seconds; etcd's own request timeout is 5 s plus election time
 CONNECT_TIMEOUT = 0.5
@@ -74,15 +75,26 @@ def _kv(d: dict) -> KeyValue:
 
 
 class EtcdKv(KvStore):
-    def __init__(self, url: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
+    """`netns`: reach the members from inside that network namespace (the demo's etcd
+    listens in the underlay netns; a CLI in the root netns talks to it from there). The
+    calling thread enters it for each request only: sockets stay where they were made."""
+
+    def __init__(self, url: str, *, timeout: float = REQUEST_TIMEOUT, netns: str | None = None) -> None:
         self.url = url
         self.endpoints = parse_endpoints(url)
         self.timeout = timeout
+        self.netns = netns
         self.session = requests.Session()
         self.current = 0
         self.lock = threading.Lock()
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.netns is None:
+            return self._post_here(path, body)
+        with Netns.open(self.netns) as ns, entered(ns):
+            return self._post_here(path, body)
+
+    def _post_here(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         errors = []
         n = len(self.endpoints)
         for i in range(n):
@@ -169,7 +181,10 @@ class EtcdKv(KvStore):
         return int(doc["header"]["revision"])
 
     def watch(self, prefix: str, start_revision: int) -> Watch:
-        return _EtcdWatch(self, prefix, start_revision)
+        if self.netns is None:
+            return _EtcdWatch(self, prefix, start_revision)
+        with Netns.open(self.netns) as ns, entered(ns):
+            return _EtcdWatch(self, prefix, start_revision)
 
     def close(self) -> None:
         self.session.close()

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-
+from fastpath.cluster.etcd_kv import EtcdKv
+from fastpath.cluster.kv import DatastoreError
 from fastpath.errors import FastpathError, MissingDependency
 from fastpath.kernel import proc
 from fastpath.kernel.libc import setns_raw
@@ -112,18 +112,16 @@ class EtcdCluster:
                                 f"{timeout:.0f}s ({tails})", op="start etcd")
 
     def healthy(self, name: str) -> bool:
+        """The member answers a linearizable read (so it has quorum)."""
         m = self.member(name)
-        if self.netns:
-            # the members listen inside the netns: ask from there
-            r = subprocess.run(["ip", "netns", "exec", self.netns, "sh", "-c",
-                                f"exec 3<>/dev/tcp/{m.host}/{m.client_port}"], capture_output=True)
-            if r.returncode != 0:
-                return False
-            return _running(m.pid)
+        kv = EtcdKv(f"etcd://{m.host}:{m.client_port}", timeout=1.0, netns=self.netns)
         try:
-            return requests.get(m.client_url + "/health", timeout=1).json().get("health") == "true"
-        except (requests.RequestException, ValueError):
+            kv.revision()
+            return _running(m.pid)
+        except DatastoreError:
             return False
+        finally:
+            kv.close()
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         m = self.member(name)

@@ -7,11 +7,13 @@ default), `etcd://host:port[,host:port...]`. FASTPATH_DATASTORE sets the default
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
+from pathlib import Path
 
-from fastpath import state
+from fastpath import naming, state
 from fastpath.cluster import alloc
 from fastpath.cluster.etcd_kv import EtcdKv
 from fastpath.cluster.kv import BadDatastoreUrl, KvStore
@@ -35,12 +37,42 @@ from fastpath.cluster.objects import (
 )
 from fastpath.cluster.sqlite_kv import SqliteKv
 from fastpath.errors import FastpathError, NotFound
+from fastpath.kernel.files import atomic_write
 
 DEFAULT_FILE = "cluster.db"
 
 
+def instance_record() -> Path:
+    """Where a set-up (the demo's `up`) records this instance's datastore, when it is not
+    the default: {"url": ..., "netns": the netns to reach it from, or null}."""
+    return state.state_dir() / f"datastore-{naming.scope().rstrip('-')}.json"
+
+
+def record_instance_datastore(url: str, netns: str | None) -> None:
+    path = instance_record()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(path, json.dumps({"url": url, "netns": netns}))
+
+
+def forget_instance_datastore() -> None:
+    instance_record().unlink(missing_ok=True)
+
+
+def _recorded() -> tuple[str, str | None] | None:
+    try:
+        d = json.loads(instance_record().read_text())
+        return str(d["url"]), d.get("netns")
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+
+
 def default_url() -> str:
-    return os.environ.get("FASTPATH_DATASTORE") or f"sqlite://{state.state_dir() / DEFAULT_FILE}"
+    """FASTPATH_DATASTORE, else the instance's recorded one, else the state dir's SQLite."""
+    env = os.environ.get("FASTPATH_DATASTORE")
+    if env:
+        return env
+    rec = _recorded()
+    return rec[0] if rec else f"sqlite://{state.state_dir() / DEFAULT_FILE}"
 
 
 def open_kv(url: str | None = None) -> KvStore:
@@ -50,7 +82,8 @@ def open_kv(url: str | None = None) -> KvStore:
         path = url.split("://", 1)[1] or str(state.state_dir() / DEFAULT_FILE)
         return SqliteKv(path)
     if scheme == "etcd":
-        return EtcdKv(url)
+        rec = _recorded()
+        return EtcdKv(url, netns=rec[1] if rec and rec[0] == url else None)
     raise BadDatastoreUrl(f"unknown datastore {url!r}",
                           hint="use sqlite:///PATH or etcd://HOST:PORT[,HOST:PORT...]")
 

@@ -13,7 +13,14 @@ def register(sub) -> None:
     p.add_argument("--nodes", type=int, default=2, help="node namespaces (default 2)")
     p.add_argument("--pods", type=int, default=2, help="pods per node (default 2)")
     p.add_argument("--routing", default=None, metavar="BACKEND",
-                   help="cross-node routing backend: bgp (BIRD on every node, the default) or static")
+                   help="cross-node routing: agent (a node agent per node runs BIRD from the "
+                        "datastore; the default), bgp (BIRD driven centrally by up) or static")
+    p.add_argument("--datastore", default=None, metavar="sqlite|etcd|URL",
+                   help="agent: where the node agents meet: sqlite (the state dir's, the default), "
+                        "etcd (a 3-member cluster started in the underlay netns), or a URL")
+    p.add_argument("--tor", action="store_true",
+                   help="agent: a top-of-rack router (FRR) in the underlay peers with every node "
+                        "over eBGP, and the nodes reach each other's pods through it")
     p.add_argument("--route-reflector", metavar="NODE", default=None,
                    help="bgp: NODE reflects routes, the others peer only with it (default: full mesh)")
     p.add_argument("--bgp-hold", metavar="SECONDS", type=int, default=None,
@@ -150,7 +157,8 @@ def cmd_up(args) -> int:
                        underlay=args.underlay or plan.DEFAULT_UNDERLAY,
                        pod_supernet=args.pod_supernet or plan.DEFAULT_POD_SUPERNET,
                        routing_options={"route_reflector": args.route_reflector,
-                                        "bgp_hold": args.bgp_hold})
+                                        "bgp_hold": args.bgp_hold, "datastore": args.datastore,
+                                        "tor": args.tor or None})
     accel: dict | None = None
     if getattr(args, "accel", False):
         from fastpath.sockredir.cluster import enable_for

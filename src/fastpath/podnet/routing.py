@@ -36,7 +36,7 @@ _BACKENDS: dict[str, str] = {
     "bgp": "fastpath.bgp.routing:BgpRouting",
     "agent": "fastpath.agent.demo:AgentRouting",
 }
-DEFAULT = "bgp"
+DEFAULT = "agent"
 
 
 class RoutingBackend(Protocol):

@@ -1,0 +1,59 @@
+"""The demo with a top-of-rack router: FRR in the underlay peers with every node's BIRD
+over eBGP; the nodes learn each other's pod CIDRs only through it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from fastpath.agent import demo
+from fastpath.bgp import tor
+from fastpath.podnet import cluster as cl
+from tests.agent.test_demo_agents import bird_routes, wait_for
+from tests.conftest import patience, require, run_fastpath
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture
+def tor_demo():
+    require(os.access("/usr/lib/frr/bgpd", os.X_OK) and shutil.which("vtysh") is not None,
+            "FRR is not installed (apt-get install frr)")
+    try:
+        run_fastpath("up", "--nodes", "2", "--pods", "1", "--tor")
+        yield cl.load()
+    finally:
+        run_fastpath("down", check=False)
+        assert not tor.running(), "down left FRR running"
+
+
+def test_nodes_route_through_the_tor_and_a_dead_node_leaves_it(tor_demo):
+    c = tor_demo
+    n1, n2 = c.nodes
+    assert tor.established_peers() == sorted([n1.underlay_ip, n2.underlay_ip])
+    assert set(tor.routes()) == {n1.pod_cidr, n2.pod_cidr}
+    # no session between the nodes: each one's BGP routes came from the router
+    protos = subprocess.run(["ip", "-n", n1.netns, "route", "show", "proto", "bird"], capture_output=True,
+                            text=True).stdout
+    assert n2.pod_cidr in protos
+    st = json.loads(run_fastpath("status", "--node", n1.name, "--json").stdout)
+    assert [s["protocol"] for s in st["sessions"]] == ["fp_ext_tor"]
+    assert json.loads(run_fastpath("check", "--json").stdout)["ok"]
+    peers = json.loads(run_fastpath("peer", "list", "--json").stdout)
+    assert [(p["name"], p["asn"]) for p in peers] == [("tor", tor.DEFAULT_ASN)]
+    # node2 stops: the router withdraws its block, and node1 loses the route
+    r = demo.AgentRouting()
+    subprocess.run(["ip", "-n", c.underlay_netns, "link", "set", n2.bridge_port, "down"], check=True)
+    t0 = time.monotonic()
+    for pid in (demo.agent_pid(n2.name), r._bird_pid(n2.name)):
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: n2.pod_cidr not in tor.routes(), patience(3 + 3), "FRR to withdraw node2's block",
+             step=0.2)
+    wait_for(lambda: n2.pod_cidr not in bird_routes(n1.netns), patience(3 + 3), "node1 to lose the route")
+    print(f"node2 stopped: FRR and node1 withdrew its block after {time.monotonic() - t0:.1f}s")
