@@ -27,7 +27,7 @@ ALLOWED = {
     ("sockredir", "podnet"),  # up --accel takes the cluster's prefixes; torture builds pods
     # the node agent owns its node: it drives each mechanism from the cluster datastore
     ("agent", "cluster"), ("agent", "bgp"), ("agent", "cni"), ("agent", "podnet"),
-    ("agent", "rcu"), ("agent", "sockredir"),
+    ("agent", "rcu"), ("agent", "sockredir"), ("agent", "proxy"),
 }
 
 

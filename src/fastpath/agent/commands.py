@@ -27,6 +27,8 @@ def register(sub) -> None:
                    help="/healthz, /readyz and /metrics (default 127.0.0.1:9099; '' turns them off)")
     a.add_argument("--lease-ttl", type=int, default=None, help="node lease in seconds (default 10)")
     a.add_argument("--no-bird", action="store_true", help="do not run BIRD (routes come from elsewhere)")
+    a.add_argument("--proxy", action="store_true",
+                   help="run the node proxy and program it with the cluster's services (VIPs on lo)")
     a.add_argument("--socket", metavar="PATH", default=None,
                    help="CNI Unix socket (default /run/fastpath/fp[-INSTANCE]-agent.sock)")
     a.add_argument("-v", "--verbose", action="store_true",
@@ -50,7 +52,8 @@ def _agent(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, node=args.node, datastore=args.datastore, address=args.address,
                       asn=args.asn, router_id=args.router_id, pod_cidr=args.pod_cidr, pool=args.pool,
                       labels=labels, health=args.health, lease_ttl=args.lease_ttl,
-                      bird=False if args.no_bird else None, socket=args.socket)
+                      bird=False if args.no_bird else None, socket=args.socket,
+                      proxy=True if args.proxy else None)
     return daemon.run(cfg)
 
 

@@ -17,7 +17,7 @@ from fastpath.errors import ConfigError
 _FILE_KEYS = {"node": "node", "datastore": "datastore", "address": "address", "asn": "asn",
               "routerID": "router_id", "podCIDR": "pod_cidr", "pool": "pool", "labels": "labels",
               "socket": "socket", "health": "health", "leaseTTL": "lease_ttl", "bird": "bird",
-              "accel": "accel"}
+              "accel": "accel", "proxy": "proxy"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class AgentConfig:
     lease_ttl: int = 10
     bird: bool = True
     accel: bool = True                    # keep accel's local map current when accel is on
+    proxy: bool = False                   # run and program the node proxy
 
     def health_addr(self) -> tuple[str, int] | None:
         if not self.health:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from fastpath import state
 from fastpath.agent import bgpview
+from fastpath.agent import proxy as nodeproxy
 from fastpath.agent.config import AgentConfig
 from fastpath.agent.health import HealthServer
 from fastpath.agent.metrics import Metrics
@@ -100,6 +101,8 @@ class NodeAgent:
         self.sessions: list[dict] = []
         self.services: dict[str, dict] = {}
         self.accel_local: set[str] | None = None
+        self.proxy_pid: int | None = None
+        self.proxy_error: str | None = None
         self.table: SharedTable | None = None
         self.health: HealthServer | None = None
         self.cni: cni_agent.Agent | None = None
@@ -274,15 +277,44 @@ class NodeAgent:
         svcs = {name: {"listen": s.listen, "backends": view.backends(s)}
                 for name, s in sorted(view.services.items())}
         if svcs == self.services and self.table is not None:
+            self.ensure_proxy()
             return
         if self.table is None:
             self.table = SharedTable.create(1 << 20, readers=16, versions=4, name="agent-services")
+        if self.cfg.proxy:
+            try:
+                nodeproxy.sync_vips({str(s["listen"]).rsplit(":", 1)[0] for s in svcs.values()})
+            except FastpathError as e:
+                log.error("service VIPs not updated: %s", e)
         self.table.publish({SERVICES_KEY: json.dumps(svcs).encode()})
+        self.ensure_proxy()
         self.services = svcs
         self.metrics.services.set(len(svcs))
         self.metrics.backends.clear()
         for name, s in svcs.items():
             self.metrics.backends.labels(name).set(len(s["backends"]))
+
+    def ensure_proxy(self) -> None:
+        """With --proxy: a master of this node that reads our table (started, or adopted
+        after a restart of ours, or started again after it died)."""
+        if not self.cfg.proxy or self.table is None:
+            return
+        name = self.cfg.node
+        pid = nodeproxy.master_pid(name)
+        if pid is not None and pid == self.proxy_pid:
+            return
+        try:
+            if pid is None:
+                pid = nodeproxy.start_master(name, nodeproxy.worker_count())
+                log.info("node proxy started (pid %d)", pid)
+            else:
+                log.info("node proxy adopted (pid %d)", pid)
+            nodeproxy.hand_over(name, self.table)
+            self.proxy_pid = pid
+            self.proxy_error = None
+        except FastpathError as e:
+            self.proxy_error = str(e)
+            log.error("node proxy not programmed: %s", e)
 
     def apply_accel(self, view: View) -> None:
         """accel's local map: this node's address and its pods' addresses."""
@@ -338,6 +370,8 @@ class NodeAgent:
                 out.append(f"BGP sessions not established: {', '.join(down)}")
         if not self.programmed:
             out.append("tables not programmed yet")
+        if self.cfg.proxy and (self.proxy_error or self.proxy_pid is None):
+            out.append(f"node proxy: {self.proxy_error or 'not running'}")
         return out
 
     def _write_status(self) -> None:
@@ -349,7 +383,8 @@ class NodeAgent:
                "revision": self.mirror.revision if self.mirror else 0, "ready": not problems,
                "problems": problems, "sessions": self.sessions, "services": self.services,
                "health": self.cfg.health if self.health else None,
-               "cni_socket": self.cni.path if self.cni else None, "time": time.time()}
+               "cni_socket": self.cni.path if self.cni else None, "proxy_pid": self.proxy_pid,
+               "time": time.time()}
         path = status_path(self.cfg.node)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         atomic_write(path, json.dumps(doc, indent=1))
@@ -406,10 +441,11 @@ class NodeAgent:
                 attempt += 1
                 next_status = 0.0
                 continue
-            if not changed and self.cfg.bird and self.node is not None and time.monotonic() >= next_status \
-                    and not bird.running_pid(self.node.name):
-                log.warning("BIRD is not running; starting it again")
-                changed = {"*"}
+            if not changed and self.node is not None and time.monotonic() >= next_status:
+                if self.cfg.bird and not bird.running_pid(self.node.name):
+                    log.warning("BIRD is not running; starting it again")
+                    changed = {"*"}
+                self.ensure_proxy()   # a master that died is started again
             if changed:
                 self.reconcile(changed)
             self.metrics.revision.set(self.mirror.revision)

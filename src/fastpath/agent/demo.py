@@ -30,7 +30,18 @@ from fastpath import naming, state
 from fastpath.bgp import bird, tor
 from fastpath.cluster.etcd_server import EtcdCluster, Member, kill_recorded
 from fastpath.cluster.kv import DatastoreError
-from fastpath.cluster.objects import DEFAULT_ASN, ROOT, BgpConfig, Node, Peer, block_key, decode, encode, key
+from fastpath.cluster.objects import (
+    DEFAULT_ASN,
+    ROOT,
+    BgpConfig,
+    Node,
+    Peer,
+    Service,
+    block_key,
+    decode,
+    encode,
+    key,
+)
 from fastpath.cluster.store import (
     ClusterStore,
     default_url,
@@ -40,9 +51,13 @@ from fastpath.cluster.store import (
 from fastpath.cni import client as cni_client
 from fastpath.errors import FastpathError, NotFound, UsageError
 from fastpath.kernel import netns, proc
+from fastpath.kernel.files import socket_path
 from fastpath.kernel.libc import setns_raw
+from fastpath.podnet import cluster as cl
 from fastpath.podnet import routing, sysctl
 from fastpath.podnet.rtnl import Rtnl
+from fastpath.proxy import demo as proxydemo
+from fastpath.proxy.master import PROGRAM_SOCKET
 
 RTPROT_BIRD = 12
 ETCD_MEMBERS = 3
@@ -80,6 +95,18 @@ def _enter(fd: int) -> None:
         os._exit(126)
 
 
+def _options_path() -> Path:
+    """The demo's agent options that later commands (node add) must reuse."""
+    return state.state_dir() / f"agents-{naming.scope().rstrip('-')}.json"
+
+
+def _options() -> dict:
+    try:
+        return json.loads(_options_path().read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
 def read_node_status(node: str) -> dict | None:
     try:
         return json.loads((node_state_dir(node) / "agent" / f"{node}.json").read_text())
@@ -97,11 +124,13 @@ class AgentRouting:
     name = "agent"
 
     def __init__(self, route_reflector: str | None = None, bgp_hold: int | None = None,
-                 datastore: str | None = None, tor: bool = False) -> None:
+                 datastore: str | None = None, tor: bool = False, proxy: bool = False) -> None:
         self.reflector = route_reflector
         self.hold = bgp_hold
         self.url = datastore
         self.tor = tor
+        self.proxy = proxy or _options().get("proxy", False)
+        self.started: dict[str, subprocess.Popen] = {}
 
     def _url(self) -> str:
         if self.url in (None, "sqlite", "etcd"):
@@ -169,6 +198,8 @@ class AgentRouting:
                 "--address", f"{n.underlay_ip}/{n.underlay_prefixlen}", "--pod-cidr", n.pod_cidr,
                 "--router-id", n.router_id, "--socket", cni_socket(n.name),
                 "--health", "127.0.0.1:9099", "--lease-ttl", str(LEASE_TTL)]
+        if self.proxy:
+            argv.append("--proxy")
         fd = os.open(f"/run/netns/{n.netns}", os.O_RDONLY | os.O_CLOEXEC)
         try:
             with open(d / "agent.log", "ab") as log:
@@ -177,6 +208,7 @@ class AgentRouting:
                                      preexec_fn=lambda: _enter(fd), pass_fds=(fd,))
         finally:
             os.close(fd)
+        self.started[n.name] = p
         return p.pid
 
     def stop_agent(self, node: str, timeout: float = 5.0) -> None:
@@ -210,7 +242,7 @@ class AgentRouting:
             pending = [n for n in names if not self._ready(cluster, n)]
             if not pending:
                 return
-            dead = [n for n in pending if not agent_pid(n) and read_node_status(n) is not None]
+            dead = [n for n in pending if n in self.started and self.started[n].poll() is not None]
             if dead:
                 break
             time.sleep(0.1)
@@ -227,6 +259,8 @@ class AgentRouting:
         st = read_node_status(name)
         if not st or not st.get("ready") or not agent_pid(name):
             return False
+        if name in self.started and st.get("pid") != self.started[name].pid:
+            return False   # the report of an agent before the one just started
         return not self.status(cluster, only=name)[name]["missing"]
 
     # ---- the routing seam --------------------------------------------------------------
@@ -241,6 +275,9 @@ class AgentRouting:
             self._start_etcd(cluster)
         elif self.url is not None and self.url != "sqlite":
             record_instance_datastore(self.url, None)
+        if self.proxy:
+            _options_path().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _options_path().write_text(json.dumps({"proxy": True}))
         if self.tor and self.reflector:
             raise UsageError("--tor and --route-reflector: with a ToR the nodes peer only with it")
         with ClusterStore.open(self._url()) as cs:
@@ -284,7 +321,12 @@ class AgentRouting:
                 cs.kv.delete(key("nodes", name))
         except DatastoreError:
             pass  # down goes on: the processes and netns matter more than the records
-        shutil.rmtree(node_state_dir(name), ignore_errors=True)
+        # sockets whose long paths were mapped to short ones (kernel.files.socket_path)
+        d = node_state_dir(name)
+        for long in (d / "bgp" / naming.scope().rstrip("-") / f"{name}.ctl",
+                     d / "proxy" / naming.name("proxy", name) / PROGRAM_SOCKET):
+            socket_path(long).unlink(missing_ok=True)
+        shutil.rmtree(d, ignore_errors=True)
 
     def teardown(self, cluster) -> None:
         for n in cluster.nodes:
@@ -300,6 +342,7 @@ class AgentRouting:
             pass
         self._stop_etcd(cluster)
         forget_instance_datastore()
+        _options_path().unlink(missing_ok=True)
 
     def explain_missing_route(self, cluster, node, peer, dst) -> str | None:
         if peer is None or peer.name == node.name:
@@ -383,3 +426,33 @@ def _tail(path: Path) -> str:
         return ""
     return lines[-1][-200:] if lines else ""
 
+
+
+def proxy_up(vip: str = proxydemo.DEFAULT_VIP, port: int = proxydemo.DEFAULT_PORT,
+             timeout: float = 20.0) -> dict:
+    """`up --proxy` on agents: a backend in every pod, one service in the datastore whose
+    backends are every pod; each node's agent programs its own proxy. Returns what
+    `fastpath proxy demo` returns, so both print alike."""
+    c = cl.require()
+    wrap = proxydemo.accel_wrap()
+    backends, started = proxydemo.start_backends(c, wrap)
+    with ClusterStore.open() as cs:
+        cs.put_service(Service(name="demo", listen=f"{vip}:{port}", pods="",
+                               port=proxydemo.BACKEND_PORT, stamp=time.time()), replace=True)
+    want = sorted(f"{p.ip}:{proxydemo.BACKEND_PORT}" for p in backends)
+    deadline = time.monotonic() + timeout
+    pending = [n.name for n in c.nodes]
+    while pending and time.monotonic() < deadline:
+        pending = [n for n in pending
+                   if sorted(((read_node_status(n) or {}).get("services", {}).get("demo") or {})
+                             .get("backends", [])) != want
+                   or not (read_node_status(n) or {}).get("proxy_pid")]
+        time.sleep(0.1)
+    if pending:
+        raise FastpathError(f"agents of {', '.join(pending)} did not program the service",
+                            op="up --proxy")
+    started += [f"proxy {n.name} {vip}:{port} (programmed by its agent)" for n in c.nodes]
+    time.sleep(0.5)  # first health checks
+    reached = proxydemo.probe_all(c, vip, port, wrap, backends)
+    return {"vip": f"{vip}:{port}", "started": started, "probes": reached, "accel": bool(wrap),
+            "ok": all(r["ok"] for r in reached)}

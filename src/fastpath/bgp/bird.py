@@ -15,13 +15,12 @@ Facts this relies on (BIRD 2.0.12, sysdep/unix/main.c):
 
 Files of a node live in `<state dir>/bgp/<scope>/<node>.{conf,ctl,pid,log}`; a Unix
 socket path must fit sun_path (108 bytes with the NUL), so a control socket whose path
-would not goes to /run/fastpath/bird/<hash of that path>.ctl.
+would not goes to a short stand-in (fastpath.kernel.files.socket_path).
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import signal
@@ -34,11 +33,9 @@ from fastpath import naming, state
 from fastpath.bgp.control import BirdControl
 from fastpath.errors import ConfigError, FastpathError, KernelError, MissingDependency
 from fastpath.kernel import proc
-from fastpath.kernel.files import atomic_write
+from fastpath.kernel.files import atomic_write, socket_path
 from fastpath.kernel.libc import setns_raw
 
-SUN_PATH_MAX = 107
-SHORT_CTL_DIR = Path("/run/fastpath/bird")
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 3.0
 
@@ -76,14 +73,8 @@ class BirdPaths:
     @classmethod
     def of(cls, node: str) -> "BirdPaths":
         d = bgp_dir()
-        ctl = d / f"{node}.ctl"
-        if len(os.fsencode(str(ctl))) > SUN_PATH_MAX:
-            # a deep state dir (a node agent's own, under the demo's) would not fit in
-            # sun_path: the socket goes to a short path named after the long one
-            digest = hashlib.sha256(os.fsencode(str(ctl))).hexdigest()[:24]
-            ctl = SHORT_CTL_DIR / f"{digest}.ctl"
-            ctl.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return cls(d / f"{node}.conf", ctl, d / f"{node}.pid", d / f"{node}.log")
+        return cls(d / f"{node}.conf", socket_path(d / f"{node}.ctl"), d / f"{node}.pid",
+                   d / f"{node}.log")
 
 
 def _enter_netns(fd: int) -> None:

@@ -9,8 +9,10 @@ from state), not the state itself, which SQLite keeps.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+from pathlib import Path
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes | memoryview,
@@ -35,3 +37,19 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | memoryview,
         except FileNotFoundError:
             pass
         raise
+
+
+SUN_PATH_MAX = 107                       # sun_path is 108 bytes with the NUL (unix(7))
+SHORT_SOCKET_DIR = Path("/run/fastpath/sock")
+
+
+def socket_path(path: str | Path) -> Path:
+    """`path` for a Unix socket, or, when it would not fit sun_path (a deep state dir,
+    such as a demo node agent's), a short stand-in named after it: the same long path
+    always maps to the same short one, so every process finds it."""
+    p = Path(path)
+    if len(os.fsencode(str(p))) <= SUN_PATH_MAX:
+        return p
+    short = SHORT_SOCKET_DIR / f"{hashlib.sha256(os.fsencode(str(p))).hexdigest()[:24]}{p.suffix}"
+    short.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return short

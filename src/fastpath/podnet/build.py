@@ -281,6 +281,9 @@ class Builder:
             undo.push(self._delete_netns, ns_name)
             ip, host_if = backend.add_pod(node, name, ns_name)
             undo.push(backend.del_pod, node, name, ns_name)
+            # the agent ran with its own environment: a pod add's fault is injected here,
+            # after its CNI ADD, so the rollback (a CNI DEL) is what the test exercises
+            faults.point("podnet", "pod-address", "pod add")
             self.conn.execute("UPDATE podnet_pods SET ip=?, host_ifname=?, phase='ready' WHERE scope=? "
                               "AND name=?", (ip, host_if, naming.scope(), name))
             return cl.Pod(name=name, node=node.name, netns=ns_name, ip=ip, host_ifname=host_if,

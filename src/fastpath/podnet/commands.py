@@ -158,7 +158,9 @@ def cmd_up(args) -> int:
                        pod_supernet=args.pod_supernet or plan.DEFAULT_POD_SUPERNET,
                        routing_options={"route_reflector": args.route_reflector,
                                         "bgp_hold": args.bgp_hold, "datastore": args.datastore,
-                                        "tor": args.tor or None})
+                                        "tor": args.tor or None,
+                                        "proxy": True if args.proxy and args.routing in (None, "agent")
+                                        else None})
     accel: dict | None = None
     if getattr(args, "accel", False):
         from fastpath.sockredir.cluster import enable_for
@@ -186,8 +188,12 @@ def cmd_up(args) -> int:
     data = {"created": True, **_cluster_data(c, routes), **({"accel": accel} if accel else {})}
     accel_off = accel is not None and accel.get("enabled") is False
     if getattr(args, "proxy", False):
-        from fastpath.proxy import demo
-        data["proxy"] = demo.up()
+        if c.routing == "agent":   # each node's agent programs its proxy from the datastore
+            from fastpath.agent import demo as agent_demo
+            data["proxy"] = agent_demo.proxy_up()
+        else:
+            from fastpath.proxy import demo
+            data["proxy"] = demo.up()
 
     def render(d):
         from rich.console import Group

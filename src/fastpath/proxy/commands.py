@@ -15,7 +15,10 @@ def register(sub) -> None:
 
     r = psub.add_parser("run", help="run the proxy in the foreground (SIGHUP reloads, "
                                     "SIGTERM drains and exits)")
-    r.add_argument("--config", "-c", required=True, metavar="FILE")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", "-c", metavar="FILE")
+    src.add_argument("--program", action="store_true",
+                     help="no file: a node agent hands over its service table (fastpath agent --proxy)")
     r.add_argument("--name", default=DEFAULT_NAME, help="proxy name (default: node)")
     r.add_argument("--workers", type=int, default=None, help="worker processes (default: "
                                                              "the config's, else one per CPU)")
@@ -72,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     if args.netns:
         master.enter_netns(args.netns)
-    return master.run(args.config, args.name, args.workers, args.mode)
+    return master.run(None if args.program else args.config, args.name, args.workers, args.mode)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ so a reload with a bad file leaves the running config in place.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Callable
@@ -287,3 +288,28 @@ def to_dict(cfg: ProxyConfig) -> dict:
                       "check": None if s.check is None else vars(s.check)}
                      for s in cfg.services],
     }
+
+
+def from_program(raw: bytes, base: ProxyConfig) -> ProxyConfig:
+    """The services a node agent published ({name: {"listen": "IP:PORT", "backends":
+    ["IP:PORT", ...]}}, JSON) on `base`'s settings; each service health-checks its
+    backends, as the demo's do. Raises ConfigError naming the service."""
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:
+        raise ConfigError(f"not JSON: {e}", where="program") from None
+    if not isinstance(doc, dict):
+        raise ConfigError("expected an object of services", where="program")
+    services = []
+    for name, svc in sorted(doc.items()):
+        where = f"program: service {name}"
+        if not _NAME_RE.match(name) or not isinstance(svc, dict):
+            raise ConfigError("malformed service", where=where)
+        try:
+            listen = parse_endpoint(str(svc.get("listen")))
+            backends = tuple(parse_endpoint(str(b)) for b in svc.get("backends") or ())
+        except ValueError as e:
+            raise ConfigError(str(e), where=where) from None
+        services.append(Service(name=name, listen=listen, backends=backends,
+                                check=HealthCheck(interval=1.0, timeout=0.5, fall=2, rise=1)))
+    return replace(base, services=tuple(services), source="program")

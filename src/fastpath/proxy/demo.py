@@ -71,22 +71,9 @@ def up(vip: str = DEFAULT_VIP, port: int = DEFAULT_PORT, workers: int = 1,
         if (pid := _running(n.name)) is not None:
             raise AlreadyExists(f"a proxy already runs on {n.name} (pid {pid})",
                                 hint="fastpath down, or fastpath proxy stop --name NODE")
-    # with `fastpath accel` enabled in this instance, the proxies, backends and probes run
-    # in its cgroup: their TCP is redirected socket to socket, and the proxies copy
-    # (splice cannot see redirected bytes) on exactly the sockets that need it
-    wrap: list[str] = []
-    if loader.is_enabled():
-        wrap = [sys.executable, "-m", "fastpath", "accel", "run", "--"]
+    wrap = accel_wrap()
     base = run_dir("demo")
-    base.mkdir(parents=True, exist_ok=True)
-    backends = [p for p in c.pods if p.ip]
-    started: list[str] = []
-    for p in backends:
-        # into the cgroup first: `ip netns exec` mounts its own /sys, without the pins
-        _spawn([*wrap, "ip", "netns", "exec", p.netns, sys.executable, "-m",
-                "fastpath.proxy.demo_backend", p.name, str(p.ip), str(BACKEND_PORT)],
-               str(base / f"backend-{p.name}.log"))
-        started.append(f"backend {p.name} {p.ip}:{BACKEND_PORT}")
+    backends, started = start_backends(c, wrap)
     for n in c.nodes:
         r = subprocess.run(["ip", "-n", n.netns, "addr", "replace", f"{vip}/32", "dev", "lo"],
                            capture_output=True, text=True)
@@ -109,10 +96,40 @@ def up(vip: str = DEFAULT_VIP, port: int = DEFAULT_PORT, workers: int = 1,
                                     f"{base / f'proxy-{n.name}.log'}", op="fastpath proxy demo")
             time.sleep(0.1)
     time.sleep(0.5)  # first health checks
+    reached = probe_all(c, vip, port, wrap, backends)
+    return {"vip": f"{vip}:{port}", "started": started, "probes": reached, "accel": bool(wrap),
+            "ok": all(r["ok"] for r in reached)}
+
+
+def accel_wrap() -> list[str]:
+    """With `fastpath accel` enabled in this instance, the proxies, backends and probes run
+    in its cgroup: their TCP is redirected socket to socket, and the proxies copy (splice
+    cannot see redirected bytes) on exactly the sockets that need it."""
+    if loader.is_enabled():
+        return [sys.executable, "-m", "fastpath", "accel", "run", "--"]
+    return []
+
+
+def start_backends(c, wrap: list[str]) -> tuple[list, list[str]]:
+    """A demo backend in every pod with an address (answers with its pod's name)."""
+    base = run_dir("demo")
+    base.mkdir(parents=True, exist_ok=True)
+    backends = [p for p in c.pods if p.ip]
+    started: list[str] = []
+    for p in backends:
+        # into the cgroup first: `ip netns exec` mounts its own /sys, without the pins
+        _spawn([*wrap, "ip", "netns", "exec", p.netns, sys.executable, "-m",
+                "fastpath.proxy.demo_backend", p.name, str(p.ip), str(BACKEND_PORT)],
+               str(base / f"backend-{p.name}.log"))
+        started.append(f"backend {p.name} {p.ip}:{BACKEND_PORT}")
+    return backends, started
+
+
+def probe_all(c, vip: str, port: int, wrap: list[str], backends) -> list[dict]:
+    """From every pod: the VIP answers with the name of one of `backends`."""
     reached = []
     for p in c.pods:
         ans = _probe(p.netns, vip, port, wrap)
         reached.append({"pod": p.name, "node": p.node, "answer": ans,
                         "ok": any(ans.startswith(b.name + " ") for b in backends)})
-    return {"vip": f"{vip}:{port}", "started": started, "probes": reached, "accel": bool(wrap),
-            "ok": all(r["ok"] for r in reached)}
+    return reached

@@ -18,9 +18,18 @@ Decisions:
   and get SIGTERM when the master dies (PR_SET_PDEATHSIG).
 - A worker of the current generation that dies is restarted (at most once a second).
 
+Programmed mode (`proxy run --program`, what a node agent starts): no file and no SIGHUP.
+The master listens on `program.sock` in its run directory; a node agent sends it, with
+SCM_RIGHTS, the memfd of an RCU SharedTable the agent writes its services into. The
+master reads that table between events (lock-free, every PROGRAM_POLL) and applies each
+new version as a reload: backends in place, new listeners for new addresses. A restarted
+agent sends a fresh table and the master switches to it: workers, listeners and
+connections stay.
+
 Files, in the run directory `$FASTPATH_STATE_DIR/proxy/fp-[<tag>-]proxy-<name>/`:
 `master.json` (pid, config, generation, workers, last reload), `worker-<pid>.json`
-(each worker's counters, refreshed twice a second and on SIGUSR1 from `status`).
+(each worker's counters, refreshed twice a second and on SIGUSR1 from `status`),
+`program.sock` in programmed mode.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +47,7 @@ from pathlib import Path
 from fastpath import naming, state
 from fastpath.errors import AlreadyExists, FastpathError, KernelError
 from fastpath.kernel import netns, proc
-from fastpath.kernel.files import atomic_write
+from fastpath.kernel.files import atomic_write, socket_path
 from fastpath.kernel.libc import libc
 from fastpath.proxy import config as configmod
 from fastpath.proxy.config import ProxyConfig
@@ -46,6 +56,9 @@ from fastpath.rcu.table import SharedTable
 
 log = logging.getLogger("fastpath.proxy")
 LISTEN_BACKLOG = 4096
+PROGRAM_SOCKET = "program.sock"
+PROGRAM_KEY = b"services"   # the agent's table: JSON {name: {"listen": .., "backends": [..]}}
+PROGRAM_POLL = 0.05         # seconds between reads of the agent's table
 
 
 def run_root() -> Path:
@@ -54,6 +67,10 @@ def run_root() -> Path:
 
 def run_dir(name: str) -> Path:
     return run_root() / naming.name("proxy", name)
+
+
+def program_socket(name: str) -> Path:
+    return socket_path(run_dir(name) / PROGRAM_SOCKET)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -137,7 +154,7 @@ class ListenerSet:
 
 class Master:
     def __init__(self, cfg: ProxyConfig, path: str, name: str,
-                 overrides: dict | None = None) -> None:
+                 overrides: dict | None = None, program: bool = False) -> None:
         self.overrides = overrides or {}   # command-line settings win over the file's
         self.cfg = replace(cfg, **self.overrides)
         self.path = path
@@ -151,6 +168,10 @@ class Master:
         self.respawn_after: dict[int, float] = {}
         self.table: SharedTable | None = None
         self.claimed = False   # the run dir is ours (no other live master of this name)
+        self.program = program
+        self.control: socket.socket | None = None
+        self.source: SharedTable | None = None    # the agent's table (programmed mode)
+        self.source_seen: bytes | None = None
 
     def _claim_dir(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -216,6 +237,8 @@ class Master:
         self.table = SharedTable.create(TABLE_CAPACITY, readers=max(16, 4 * self.cfg.worker_count()),
                                         versions=4, name="proxy")
         self._publish_table()
+        if self.program:
+            self._open_control()
         per_slot = self.listeners.prepare(self.cfg)
         self._start_generation(per_slot)
         self.last_reload = {"time": time.time(), "ok": True, "generation": self.generation}
@@ -224,19 +247,29 @@ class Master:
                  self.cfg.worker_count(), self.cfg.mode)
 
     def reload(self) -> None:
+        """SIGHUP: re-read the config file and apply it."""
         try:
             cfg = replace(configmod.load(self.path), **self.overrides)
-            old_cfg, self.cfg = self.cfg, cfg
-            try:
-                per_slot = self.listeners.prepare(cfg)
-            except FastpathError:
-                self.cfg = old_cfg
-                raise
         except FastpathError as e:
-            log.error("reload refused, running config kept: %s", e)
-            self.last_reload = {"time": time.time(), "ok": False, "error": str(e),
-                                "generation": self.generation}
-            self.publish()
+            self._refused(e)
+            return
+        self.apply(cfg, self.path)
+
+    def _refused(self, e: FastpathError) -> None:
+        log.error("reload refused, running config kept: %s", e)
+        self.last_reload = {"time": time.time(), "ok": False, "error": str(e),
+                            "generation": self.generation}
+        self.publish()
+
+    def apply(self, cfg: ProxyConfig, source: str) -> None:
+        """Make `cfg` the running config: in place when only backends changed, else a
+        new generation of workers on the same (and any new) listeners."""
+        old_cfg, self.cfg = self.cfg, cfg
+        try:
+            per_slot = self.listeners.prepare(cfg)
+        except FastpathError as e:
+            self.cfg = old_cfg
+            self._refused(e)
             return
         if _backends_only(old_cfg, cfg) and self.table is not None:
             # same listeners, workers and settings: the workers take the new backends
@@ -244,7 +277,7 @@ class Master:
             self._publish_table()
             self.last_reload = {"time": time.time(), "ok": True, "generation": self.generation,
                                 "in_place": True}
-            log.info("reloaded %s in place: backends published to the workers", self.path)
+            log.info("reloaded %s in place: backends published to the workers", source)
             self.publish()
             return
         if self.table is not None:
@@ -258,9 +291,79 @@ class Master:
                 pass
         self.listeners.retire_unused(cfg)
         self.last_reload = {"time": time.time(), "ok": True, "generation": self.generation}
-        log.info("reloaded %s: generation %d, %d services", self.path, self.generation,
+        log.info("reloaded %s: generation %d, %d services", source, self.generation,
                  len(cfg.services))
         self.publish()
+
+    # ---- programmed mode -----------------------------------------------------------------
+
+    def _open_control(self) -> None:
+        path = program_socket(self.name)
+        path.unlink(missing_ok=True)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            s.bind(str(path))
+        except OSError as e:
+            s.close()
+            raise KernelError.from_oserror(f"bind {path}", e) from e
+        finally:
+            os.umask(old)
+        s.listen(4)
+        self.control = s
+
+    def _take_tables(self) -> None:
+        """Accept table hand-overs: one fd per connection (SCM_RIGHTS), from root only."""
+        assert self.control is not None
+        while True:
+            try:
+                conn, _ = self.control.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            with conn:
+                conn.setblocking(True)
+                conn.settimeout(2.0)
+                try:
+                    uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+                    _msg, fds, _flags, _addr = socket.recv_fds(conn, 64, 1)
+                except OSError as e:
+                    log.error("table hand-over failed: %s", e)
+                    continue
+                if uid != 0 or not fds:
+                    for fd in fds:
+                        os.close(fd)
+                    continue
+                try:
+                    new = SharedTable.attach(fds[0], reader=True)
+                except FastpathError as e:
+                    log.error("could not attach the handed-over table: %s", e)
+                    continue
+                finally:
+                    os.close(fds[0])
+                old, self.source = self.source, new
+                self.source_seen = None
+                if old is not None:
+                    old.close()
+                log.info("programmed by pid %d from now on", _peer_pid(conn))
+                try:
+                    conn.sendall(b"ok\n")
+                except OSError:
+                    pass
+
+    def _follow_program(self) -> None:
+        self._take_tables()
+        if self.source is None:
+            return
+        raw = self.source.get(PROGRAM_KEY)
+        if raw is None or raw == self.source_seen:
+            return
+        self.source_seen = raw
+        try:
+            cfg = configmod.from_program(raw, replace(self.cfg, services=()))
+        except FastpathError as e:
+            self._refused(e)
+            return
+        self.apply(cfg, "the agent's table")
 
     def _reap(self) -> None:
         while True:
@@ -310,8 +413,11 @@ class Master:
                             per_slot = self.listeners.prepare(self.cfg)
                             self._spawn(slot, per_slot[slot])
                             self.publish()
+                if self.program:
+                    self._follow_program()
                 if not self.flags:
-                    time.sleep(0.2)  # signals interrupt the sleep; their handler sets a flag
+                    # signals interrupt the sleep; their handler sets a flag
+                    time.sleep(PROGRAM_POLL if self.program else 0.2)
             return self.shutdown()
         finally:
             self.listeners.close()
@@ -349,6 +455,13 @@ class Master:
         if self.table is not None:
             self.table.close()
             self.table = None
+        if self.source is not None:
+            self.source.close()
+            self.source = None
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+            program_socket(self.name).unlink(missing_ok=True)
         for f in self.dir.glob("*.json"):
             f.unlink(missing_ok=True)
         try:
@@ -360,11 +473,20 @@ class Master:
         self.flags.add({signal.SIGHUP: "hup", signal.SIGCHLD: "chld"}.get(signum, "stop"))
 
 
-def run(path: str, name: str, workers: int | None = None, mode: str | None = None) -> int:
-    cfg = configmod.load(path)
+def _peer_pid(conn: socket.socket) -> int:
+    try:
+        return struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+    except OSError:
+        return 0
+
+
+def run(path: str | None, name: str, workers: int | None = None, mode: str | None = None) -> int:
+    """Run a proxy from the config file `path`, or, with path None, programmed by a node
+    agent (no services until it hands over its table)."""
+    cfg = configmod.load(path) if path is not None else ProxyConfig(source="program")
     overrides: dict = {}
     if workers is not None:
         overrides["workers"] = workers
     if mode is not None:
         overrides["mode"] = mode
-    return Master(cfg, path, name, overrides).run()
+    return Master(cfg, path or "program", name, overrides, program=path is None).run()
