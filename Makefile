@@ -12,7 +12,7 @@ BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC)) \
            build/bpf/sk_msg_walk.bpf.o build/bpf/sk_msg_nobound.bpf.o
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_x86 -Ibuild/bpf -Ibpf
-BENCHES ?= podnet cni bgp accel proxy shm rcu
+BENCHES ?= podnet cni bgp cluster accel proxy shm rcu
 
 .PHONY: setup system guest-kernels venv bpf demo test unit bench lint clean
 

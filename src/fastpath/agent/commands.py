@@ -29,6 +29,8 @@ def register(sub) -> None:
     a.add_argument("--no-bird", action="store_true", help="do not run BIRD (routes come from elsewhere)")
     a.add_argument("--proxy", action="store_true",
                    help="run the node proxy and program it with the cluster's services (VIPs on lo)")
+    a.add_argument("--proxy-workers", type=int, default=None, metavar="N",
+                   help="the node proxy's worker processes (default: one per CPU)")
     a.add_argument("--socket", metavar="PATH", default=None,
                    help="CNI Unix socket (default /run/fastpath/fp[-INSTANCE]-agent.sock)")
     a.add_argument("-v", "--verbose", action="store_true",
@@ -53,7 +55,7 @@ def _agent(args: argparse.Namespace) -> int:
                       asn=args.asn, router_id=args.router_id, pod_cidr=args.pod_cidr, pool=args.pool,
                       labels=labels, health=args.health, lease_ttl=args.lease_ttl,
                       bird=False if args.no_bird else None, socket=args.socket,
-                      proxy=True if args.proxy else None)
+                      proxy=True if args.proxy else None, proxy_workers=args.proxy_workers)
     return daemon.run(cfg)
 
 

@@ -17,7 +17,7 @@ from fastpath.errors import ConfigError
 _FILE_KEYS = {"node": "node", "datastore": "datastore", "address": "address", "asn": "asn",
               "routerID": "router_id", "podCIDR": "pod_cidr", "pool": "pool", "labels": "labels",
               "socket": "socket", "health": "health", "leaseTTL": "lease_ttl", "bird": "bird",
-              "accel": "accel", "proxy": "proxy"}
+              "accel": "accel", "proxy": "proxy", "proxyWorkers": "proxy_workers"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class AgentConfig:
     bird: bool = True
     accel: bool = True                    # keep accel's local map current when accel is on
     proxy: bool = False                   # run and program the node proxy
+    proxy_workers: int = 0                # its worker processes; 0: one per CPU
 
     def health_addr(self) -> tuple[str, int] | None:
         if not self.health:
@@ -50,6 +51,8 @@ class AgentConfig:
                     router_id=self.router_id, labels=dict(self.labels))
 
     def validate(self) -> "AgentConfig":
+        if not 0 <= self.proxy_workers <= 256:
+            raise ConfigError(f"proxy workers {self.proxy_workers} must be 0..256 (0: one per CPU)")
         if not 3 <= self.lease_ttl <= 300:
             raise ConfigError(f"lease TTL {self.lease_ttl}s must be 3..300 seconds")
         self.health_addr()

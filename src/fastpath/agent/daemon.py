@@ -70,6 +70,12 @@ def read_status(node: str) -> dict | None:
         return None
 
 
+def only_local_node() -> str | None:
+    """The node whose agent keeps its status in this state dir, when there is exactly one."""
+    names = sorted(p.stem for p in (state.state_dir() / "agent").glob("*.json"))
+    return names[0] if len(names) == 1 else None
+
+
 def underlay_address() -> str:
     """The node's first global IPv4 address with its prefix: the underlay when none is
     configured (a machine with one uplink)."""
@@ -299,13 +305,19 @@ class NodeAgent:
         after a restart of ours, or started again after it died)."""
         if not self.cfg.proxy or self.table is None:
             return
+        if not self.services and self.proxy_pid is None:
+            return   # started with the first service (in accel's cgroup, if accel is on by then)
         name = self.cfg.node
         pid = nodeproxy.master_pid(name)
         if pid is not None and pid == self.proxy_pid:
             return
         try:
             if pid is None:
-                pid = nodeproxy.start_master(name, nodeproxy.worker_count())
+                # in accel's cgroup when accel is on: the proxy's same-node sockets are then
+                # redirected too, and it copies on exactly those (proxy.worker's accel check)
+                wrap = [sys.executable, "-m", "fastpath", "accel", "run", "--"] \
+                    if self.cfg.accel and loader.is_enabled() else []
+                pid = nodeproxy.start_master(name, self.cfg.proxy_workers, wrap)
                 log.info("node proxy started (pid %d)", pid)
             else:
                 log.info("node proxy adopted (pid %d)", pid)
@@ -370,7 +382,7 @@ class NodeAgent:
                 out.append(f"BGP sessions not established: {', '.join(down)}")
         if not self.programmed:
             out.append("tables not programmed yet")
-        if self.cfg.proxy and (self.proxy_error or self.proxy_pid is None):
+        if self.cfg.proxy and self.services and (self.proxy_error or self.proxy_pid is None):
             out.append(f"node proxy: {self.proxy_error or 'not running'}")
         return out
 

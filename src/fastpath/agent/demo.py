@@ -199,7 +199,8 @@ class AgentRouting:
                 "--router-id", n.router_id, "--socket", cni_socket(n.name),
                 "--health", "127.0.0.1:9099", "--lease-ttl", str(LEASE_TTL)]
         if self.proxy:
-            argv.append("--proxy")
+            # one worker per node proxy, as `proxy demo`: its round robin is then visible
+            argv += ["--proxy", "--proxy-workers", "1"]
         fd = os.open(f"/run/netns/{n.netns}", os.O_RDONLY | os.O_CLOEXEC)
         try:
             with open(d / "agent.log", "ab") as log:

@@ -14,7 +14,6 @@ it. Only addresses with that label are ever removed.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -39,18 +38,22 @@ def master_pid(name: str) -> int | None:
     return pid if proc.alive(pid) else None
 
 
-def start_master(name: str, workers: int) -> int:
+def start_master(name: str, workers: int, wrap: list[str] | None = None) -> int:
+    """`fastpath proxy run --program` in a session of its own (it outlives the agent);
+    `wrap` prefixes the command (`fastpath accel run --`)."""
     log = state.state_dir() / f"proxy-{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(log, "ab") as f:
-        p = subprocess.Popen([sys.executable, "-m", "fastpath", "proxy", "run", "--program", "--name", name,
-                              "--workers", str(workers)], stdin=subprocess.DEVNULL, stdout=f, stderr=f,
-                             start_new_session=True)
+        p = subprocess.Popen([*(wrap or []), sys.executable, "-m", "fastpath", "proxy", "run", "--program",
+                              "--name", name,
+                              *(["--workers", str(workers)] if workers else [])],
+                             stdin=subprocess.DEVNULL, stdout=f, stderr=f, start_new_session=True)
     sock = program_socket(name)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if sock.exists() and master_pid(name) == p.pid:
-            return p.pid
+        pid = master_pid(name)
+        if sock.exists() and pid is not None:
+            return pid   # the wrapper may exec or fork: the master's own record says who runs
         if p.poll() is not None:
             break
         time.sleep(0.05)
@@ -89,6 +92,3 @@ def sync_vips(want: set[str]) -> tuple[list[str], list[str]]:
             removed.append(ip)
     return added, removed
 
-
-def worker_count() -> int:
-    return max(1, min(2, len(os.sched_getaffinity(0))))

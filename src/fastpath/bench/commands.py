@@ -7,7 +7,7 @@ import argparse
 import importlib
 import importlib.util
 
-BENCHES = ("podnet", "cni", "bgp", "accel", "proxy", "shm", "rcu")
+BENCHES = ("podnet", "cni", "bgp", "cluster", "accel", "proxy", "shm", "rcu")
 
 
 def register(sub) -> None:

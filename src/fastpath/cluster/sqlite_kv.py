@@ -27,6 +27,7 @@ from fastpath.cluster.kv import Compacted, DatastoreError, Event, KeyValue, KvSt
 from fastpath.state import BUSY_TIMEOUT_MS
 
 POLL_INTERVAL = 0.02
+EXPIRY_CHECK = 0.25   # seconds between a watcher's checks for expired leases
 HISTORY = 10_000
 DDL = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL,
@@ -206,15 +207,27 @@ class _SqliteWatch(Watch):
         self.store = store
         self.prefix = prefix
         self.next_rev = max(1, start)
+        self.data_version = -1
+        self.next_expiry = 0.0
 
     def next(self, timeout: float) -> list[Event]:
         deadline = time.monotonic() + timeout
         s = self.store
         while True:
+            now = time.monotonic()
             with s.lock:
-                s._expire()
-                with _Txn(s.conn, immediate=False):  # one snapshot: rows, then revision
-                    rows, compacted = self._read(s)
+                # PRAGMA data_version changes only when another connection commits: an idle
+                # watcher costs one statement per poll, and a lease check a few times a second
+                version = s.conn.execute("PRAGMA data_version").fetchone()[0]
+                if version == self.data_version and now < self.next_expiry:
+                    rows: list = []
+                else:
+                    if now >= self.next_expiry:
+                        s._expire()
+                        self.next_expiry = now + EXPIRY_CHECK
+                    self.data_version = s.conn.execute("PRAGMA data_version").fetchone()[0]
+                    with _Txn(s.conn, immediate=False):  # one snapshot: rows, then revision
+                        rows, compacted = self._read(s)
             if rows:
                 self.next_rev = rows[-1][0] + 1
                 return [Event(kind=r[2], key=r[1], value=r[3], revision=r[0]) for r in rows]

@@ -226,11 +226,16 @@ def cmd_down(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from fastpath.podnet import cluster
+    if args.node is None and cluster.load() is None:
+        # a real node: no demo cluster here, but the node's own agent
+        from fastpath.agent import daemon
+        args.node = daemon.only_local_node()
     if args.node is not None:
         from fastpath.agent.commands import agent_status
         return agent_status(args)
     from fastpath.output import emit
-    from fastpath.podnet import cluster, health, routing
+    from fastpath.podnet import health, routing
     c = cluster.require()
     routes = routing.get(c.routing).status(c)
     h = health.inspect_cluster(c)

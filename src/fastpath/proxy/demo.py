@@ -20,7 +20,7 @@ import time
 from fastpath.errors import AlreadyExists, FastpathError, UsageError
 from fastpath.kernel import proc
 from fastpath.podnet import cluster
-from fastpath.proxy.master import run_dir
+from fastpath.proxy.master import run_dir, run_roots
 from fastpath.sockredir import loader
 
 DEFAULT_VIP = "10.96.0.10"
@@ -36,11 +36,15 @@ def _spawn(argv: list[str], log: str) -> int:
 
 
 def _running(name: str) -> int | None:
-    try:
-        m = json.loads((run_dir(name) / "master.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return m["pid"] if proc.alive(m.get("pid", 0)) else None
+    """The pid of a live proxy named `name`: its own or one a node agent runs."""
+    for root in run_roots():
+        try:
+            m = json.loads((root / run_dir(name).name / "master.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if proc.alive(m.get("pid", 0)):
+            return m["pid"]
+    return None
 
 
 def _probe(pod_netns: str, vip: str, port: int, wrap: list[str], tries: int = 40) -> str:

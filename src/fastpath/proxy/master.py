@@ -65,6 +65,14 @@ def run_root() -> Path:
     return state.state_dir() / "proxy"
 
 
+def run_roots() -> list[Path]:
+    """Where proxies of this state dir keep their run dirs: its own root, and those of
+    node agents that live below it (the demo's agents, one state dir per node under
+    `nodes/<scope>/<node>`), so `proxy status` on the machine sees every node's proxy."""
+    nested = state.state_dir() / "nodes" / naming.scope().rstrip("-")
+    return [run_root(), *sorted(p / "proxy" for p in nested.glob("*") if (p / "proxy").is_dir())]
+
+
 def run_dir(name: str) -> Path:
     return run_root() / naming.name("proxy", name)
 

@@ -15,7 +15,7 @@ from fastpath import naming
 from fastpath.errors import ConfigError, FastpathError, NotFound
 from fastpath.kernel import proc
 from fastpath.output import table
-from fastpath.proxy.master import run_dir, run_root
+from fastpath.proxy.master import run_dir, run_roots
 
 PIPE_KEYS = ("created", "reused", "closed", "closed_dirty", "closed_idle", "failed",
              "resize_failed", "in_use", "free")
@@ -90,9 +90,10 @@ def _proxy(d: Path) -> dict | None:
 
 
 def collect(name: str | None = None) -> dict:
-    root = run_root()
-    dirs = [run_dir(name)] if name else sorted(p for p in root.glob(naming.name("proxy") + "-*")
-                                               if p.is_dir())
+    dirs = [p for root in run_roots() for p in sorted(root.glob(naming.name("proxy") + "-*"))
+            if p.is_dir()]
+    if name:
+        dirs = [d for d in dirs if d.name == run_dir(name).name] or [run_dir(name)]
     proxies = [p for p in (_proxy(d) for d in dirs) if p]
     if name and not proxies:
         raise NotFound(f"no proxy named {name!r} is running", hint="fastpath proxy run --config FILE")

@@ -207,10 +207,15 @@ def _run(args) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise UsageError("nothing to run", hint="fastpath accel run -- CMD [ARGS]")
-    att = loader.attachment() if loader.is_enabled() else None
-    if not att:
+    if not loader.is_enabled():
         raise NotFound("accel is not enabled in this instance", hint="fastpath accel enable")
-    cgroup.move(0, att["cgroup"])
+    att = loader.attachment()
+    # a process with a state dir of its own (a demo node's agent) finds no record of where
+    # accel is attached: the instance's default cgroup is where `up --accel` put it
+    path = att["cgroup"] if att else cgroup.default_path()
+    if not os.path.isdir(path):
+        raise NotFound(f"accel is enabled but its cgroup {path} is gone", hint="fastpath accel enable")
+    cgroup.move(0, path)
     try:
         os.execvp(cmd[0], cmd)
     except FileNotFoundError as e:
