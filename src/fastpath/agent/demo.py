@@ -61,7 +61,8 @@ from fastpath.proxy.master import PROGRAM_SOCKET
 
 RTPROT_BIRD = 12
 ETCD_MEMBERS = 3
-READY_TIMEOUT = 40.0
+READY_TIMEOUT = 40.0    # from every agent's first report until all are ready
+STARTUP_CAP = 600.0     # a live agent that has not reported yet: at most this long
 LEASE_TTL = 5           # short: a stopped demo node leaves the others' configs in seconds
 NETWORK = "fp-demo"
 
@@ -237,12 +238,21 @@ class AgentRouting:
         return pid if proc.alive(pid) else None
 
     def wait_ready(self, cluster, names: list[str], timeout: float = READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
+        """Until every named agent reports ready and its node routes every other node's
+        CIDR. `timeout` counts from the moment every agent has reported once: before
+        that, a live agent is still starting (seconds on a slow machine, such as a TCG
+        guest), and only STARTUP_CAP bounds the wait; an agent that exits fails at once."""
+        start = time.monotonic()
+        deadline = start + STARTUP_CAP
+        reported = False
         pending = list(names)
         while time.monotonic() < deadline:
             pending = [n for n in names if not self._ready(cluster, n)]
             if not pending:
                 return
+            if not reported and all(self._reported(n) for n in names):
+                reported = True
+                deadline = min(deadline, time.monotonic() + timeout)
             dead = [n for n in pending if n in self.started and self.started[n].poll() is not None]
             if dead:
                 break
@@ -254,7 +264,14 @@ class AgentRouting:
             why.append(f"{n}: " + ("; ".join(st["problems"]) if st and st.get("problems")
                                    else "agent not running" if not agent_pid(n) else "routes missing")
                        + (f" (log: {tail})" if tail else ""))
-        raise FastpathError("agents not ready: " + " | ".join(why), op="start node agents")
+        raise FastpathError(f"agents not ready after {time.monotonic() - start:.0f}s: " + " | ".join(why),
+                            op="start node agents")
+
+    def _reported(self, name: str) -> bool:
+        st = read_node_status(name)
+        if st is None:
+            return False
+        return name not in self.started or st.get("pid") == self.started[name].pid
 
     def _ready(self, cluster, name: str) -> bool:
         st = read_node_status(name)

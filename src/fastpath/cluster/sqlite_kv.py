@@ -10,9 +10,11 @@ How it gives etcd's model without a server:
   `meta.compacted` says what went, so an old watch gets Compacted, as etcd's does.
 - Leases expire by wall-clock time (the file outlives a reboot, a monotonic clock does
   not). Nobody runs a timer: whoever reads or writes first after the expiry deletes the
-  lease's keys, with delete events, in one transaction. Watchers poll every
-  POLL_INTERVAL, so a live agent is always around to do it.
-- A watch polls `changes` (indexed by revision); POLL_INTERVAL bounds the added latency.
+  lease's keys, with delete events, in one transaction. Watchers look every
+  EXPIRY_CHECK, so a live agent is always around to do it.
+- A watch sleeps on inotify over the database's directory (kernel.inotify) and reads
+  `changes` (indexed by revision) when a file there changed, or at least every
+  EXPIRY_CHECK for leases that ran out; an idle watcher costs a few wake-ups a second.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import time
 from pathlib import Path
 
 from fastpath.cluster.kv import Compacted, DatastoreError, Event, KeyValue, KvStore, Watch
+from fastpath.kernel.inotify import DirWatch
 from fastpath.state import BUSY_TIMEOUT_MS
 
-POLL_INTERVAL = 0.02
 EXPIRY_CHECK = 0.25   # seconds between a watcher's checks for expired leases
 HISTORY = 10_000
 DDL = """
@@ -209,6 +211,7 @@ class _SqliteWatch(Watch):
         self.next_rev = max(1, start)
         self.data_version = -1
         self.next_expiry = 0.0
+        self.notify = DirWatch(store.path.parent)
 
     def next(self, timeout: float) -> list[Event]:
         deadline = time.monotonic() + timeout
@@ -234,7 +237,7 @@ class _SqliteWatch(Watch):
             left = deadline - time.monotonic()
             if left <= 0:
                 return []
-            time.sleep(min(POLL_INTERVAL, left))
+            self.notify.wait(min(left, max(0.0, self.next_expiry - time.monotonic())))
 
     def _read(self, s: SqliteKv) -> tuple[list, int]:
         compacted = s.conn.execute("SELECT value FROM meta WHERE name='compacted'").fetchone()[0]
@@ -248,6 +251,7 @@ class _SqliteWatch(Watch):
         return rows, compacted
 
     def close(self) -> None:
+        self.notify.close()
         self.store.close()
 
 
