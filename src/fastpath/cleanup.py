@@ -19,6 +19,7 @@ SWEEP_MODULES = (
     "fastpath.proxy.sweep",
     "fastpath.cni.sweep",
     "fastpath.bgp.sweep",
+    "fastpath.agent.sweep",
     "fastpath.sockredir.sweep",
     "fastpath.podnet.sweep",
 )

@@ -44,9 +44,11 @@ from fastpath.cluster.objects import (
 )
 from fastpath.cluster.store import (
     ClusterStore,
+    default_file,
     default_url,
     forget_instance_datastore,
     record_instance_datastore,
+    remove_default_file,
 )
 from fastpath.cni import client as cni_client
 from fastpath.errors import FastpathError, NotFound, UsageError
@@ -352,12 +354,16 @@ class AgentRouting:
         for n in cluster.nodes:
             self._forget_node(n.name)
         tor.stop()
-        try:
-            with ClusterStore.open(self._url()) as cs:
-                cs.kv.delete(ROOT + "config/bgp")
-                cs.del_peer("tor")
-        except DatastoreError:
-            pass
+        owned = self._url() == f"sqlite://{default_file()}"
+        if owned:
+            remove_default_file()   # the demo's own datastore: nothing of it stays
+        else:
+            try:
+                with ClusterStore.open(self._url()) as cs:
+                    cs.kv.delete(ROOT + "config/bgp")
+                    cs.del_peer("tor")
+            except DatastoreError:
+                pass
         self._stop_etcd(cluster)
         forget_instance_datastore()
         _options_path().unlink(missing_ok=True)

@@ -66,20 +66,38 @@ def _recorded() -> tuple[str, str | None] | None:
         return None
 
 
+def default_file() -> Path:
+    """The embedded datastore of this state dir and instance: cluster.db, or
+    cluster-TAG.db with FASTPATH_INSTANCE=TAG (two demo clusters on one machine keep two)."""
+    tag = naming.instance()
+    return state.state_dir() / (f"cluster-{tag}.db" if tag else DEFAULT_FILE)
+
+
 def default_url() -> str:
-    """FASTPATH_DATASTORE, else the instance's recorded one, else the state dir's SQLite."""
+    """FASTPATH_DATASTORE, else the instance's recorded one, else the embedded SQLite."""
     env = os.environ.get("FASTPATH_DATASTORE")
     if env:
         return env
     rec = _recorded()
-    return rec[0] if rec else f"sqlite://{state.state_dir() / DEFAULT_FILE}"
+    return rec[0] if rec else f"sqlite://{default_file()}"
+
+
+def remove_default_file() -> list[str]:
+    """Delete the embedded datastore's files (the demo's `down`: it owns that one)."""
+    out = []
+    for suffix in ("", "-wal", "-shm"):
+        f = Path(str(default_file()) + suffix)
+        if f.exists():
+            f.unlink()
+            out.append(str(f))
+    return out
 
 
 def open_kv(url: str | None = None) -> KvStore:
     url = url or default_url()
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "sqlite":
-        path = url.split("://", 1)[1] or str(state.state_dir() / DEFAULT_FILE)
+        path = url.split("://", 1)[1] or str(default_file())
         return SqliteKv(path)
     if scheme == "etcd":
         rec = _recorded()
