@@ -30,6 +30,8 @@ from fastpath.kernel.inotify import DirWatch
 from fastpath.state import BUSY_TIMEOUT_MS
 
 EXPIRY_CHECK = 0.25   # seconds between a watcher's checks for expired leases
+HOT_POLL = 0.002      # after a file event, look this often ...
+HOT_WINDOW = 0.05     # ... for this long
 HISTORY = 10_000
 DDL = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL,
@@ -212,6 +214,7 @@ class _SqliteWatch(Watch):
         self.data_version = -1
         self.next_expiry = 0.0
         self.notify = DirWatch(store.path.parent)
+        self.hot_until = 0.0
 
     def next(self, timeout: float) -> list[Event]:
         deadline = time.monotonic() + timeout
@@ -234,10 +237,18 @@ class _SqliteWatch(Watch):
             if rows:
                 self.next_rev = rows[-1][0] + 1
                 return [Event(kind=r[2], key=r[1], value=r[3], revision=r[0]) for r in rows]
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 return []
-            self.notify.wait(min(left, max(0.0, self.next_expiry - time.monotonic())))
+            nap = min(left, max(0.0, self.next_expiry - now))
+            if now < self.hot_until:
+                nap = min(nap, HOT_POLL)
+            if self.notify.wait(nap):
+                # a write wakes us before its commit is visible: SQLite publishes a commit
+                # in the mmapped -shm index last, which inotify cannot see; look again
+                # shortly for a while before sleeping long
+                self.hot_until = time.monotonic() + HOT_WINDOW
 
     def _read(self, s: SqliteKv) -> tuple[list, int]:
         compacted = s.conn.execute("SELECT value FROM meta WHERE name='compacted'").fetchone()[0]
