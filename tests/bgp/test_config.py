@@ -89,3 +89,39 @@ def test_bird_accepts_rendered_config(tmp_path, m, name):
     p = subprocess.run([shutil.which("bird") or "/usr/sbin/bird", "-p", "-c", str(f)],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def _external_mesh(node_mesh=True):
+    from dataclasses import replace
+
+    from fastpath.bgp.model import ExternalPeer
+    m = mesh(3)
+    nodes = tuple(replace(n, asn=65100 + i) if n.name == "node3" else n for i, n in enumerate(m.nodes))
+    return replace(m, nodes=nodes, node_mesh=node_mesh,
+                   external=(ExternalPeer("tor", "10.0.0.254", 65000, password="s3cret"),
+                             ExternalPeer("rs", "10.0.0.253", 65001, node="node2")))
+
+
+def test_external_peers_and_per_node_asn_are_rendered():
+    text = render(_external_mesh(), "node2", "/x/log")
+    blocks = bgp_blocks(text)
+    tor, rs = blocks["fp_ext_tor"], blocks["fp_ext_rs"]
+    assert "neighbor 10.0.0.254 as 65000;" in tor and 'password "s3cret";' in tor
+    assert "allow local as;" in tor and "direct;" not in tor      # eBGP: BIRD's default is on-link
+    assert "neighbor 10.0.0.253 as 65001;" in rs and "password" not in rs
+    assert "neighbor 10.237.0.3 as 65102;" in blocks["fp_peer_node3"]   # node3 has its own ASN
+    assert "fp_ext_rs" not in render(_external_mesh(), "node1", "/x/log")  # rs is node2's only
+    assert peer_of_protocol("fp_ext_tor") == "peer:tor"
+    tor_only = bgp_blocks(render(_external_mesh(node_mesh=False), "node1", "/x/log"))
+    assert list(tor_only) == ["fp_ext_tor"]
+
+
+@pytest.mark.parametrize("node_mesh", [True, False])
+def test_bird_accepts_external_peers(tmp_path, node_mesh):
+    require(shutil.which("bird") is not None or os.path.exists("/usr/sbin/bird"),
+            "bird is not installed (scripts/install-system-packages.sh)")
+    f = tmp_path / "bird.conf"
+    f.write_text(render(_external_mesh(node_mesh), "node2", str(tmp_path / "log")))
+    p = subprocess.run([shutil.which("bird") or "/usr/sbin/bird", "-p", "-c", str(f)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr

@@ -458,6 +458,8 @@ class NodeAgent:
                     log.warning("BIRD is not running; starting it again")
                     changed = {"*"}
                 self.ensure_proxy()   # a master that died is started again
+                if self.cfg.accel and (self.accel_local is None) == loader.is_enabled():
+                    self.apply_accel(self.view())   # accel was enabled (or disabled) since
             if changed:
                 self.reconcile(changed)
             self.metrics.revision.set(self.mirror.revision)
