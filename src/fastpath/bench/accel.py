@@ -14,6 +14,11 @@ leaves the redirect at once) and `apply` (bpf_msg_apply_bytes: one verdict per 1
 Corking (bpf_msg_cork_bytes) is not run: iperf3's control connection is request/response
 and a cork it cannot fill stalls it forever, as it would any RPC.
 
+And a Unix domain socket row, the physical limit of a local byte stream: the same 64 B
+ping-pong and a bulk stream between two pinned processes over AF_UNIX (uds_peer.c, built
+here with the node's C compiler, since neither sockperf nor iperf3 speaks AF_UNIX), with
+accel/UDS ratios.
+
 The machine is shared and has 2 CPUs: figures are medians over rounds; read them as ratios
 measured side by side, not as absolute capacity.
 """
@@ -24,11 +29,14 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
+from typing import Any
 
 from fastpath.bench.harness import BenchResult, cpus, interleave
-from fastpath.errors import FastpathError
+from fastpath.errors import FastpathError, MissingDependency
 from fastpath.kernel.libc import setns_raw
 from fastpath.podnet.pair import PodPair
 from fastpath.sockredir import cgroup as CG
@@ -62,11 +70,56 @@ def _preexec(netns: str, cpu: int, cgroup: str | None):
     return fn
 
 
+UDS_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "uds_peer.c")
+
+
+def build_uds_peer(directory: str) -> str:
+    """Compile uds_peer.c into `directory`; its path."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise MissingDependency("no C compiler for the UDS peer of bench accel", hint="install gcc")
+    out = os.path.join(directory, "uds_peer")
+    p = subprocess.run([cc, "-O2", "-Wall", "-o", out, UDS_SOURCE], capture_output=True, text=True,
+                       timeout=120)
+    if p.returncode != 0:
+        raise MissingDependency(f"compiling uds_peer failed: {p.stderr.strip()[-200:]}", op=cc)
+    return out
+
+
+def _pinned(cpu: int):
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
 class Bench:
-    def __init__(self, args) -> None:
+    def __init__(self, args, uds_peer: str | None = None, scratch: str = "/tmp") -> None:
         self.args = args
         self.seconds = max(1, args.seconds or (1 if args.quick else 2))  # sockperf -t: integer
         self.port = 47600
+        self.uds_peer = uds_peer
+        self.scratch = scratch
+
+    def _uds(self, cpus_, client_args: list[str]) -> str:
+        assert self.uds_peer is not None
+        path = os.path.join(self.scratch, f"uds-{self._next_port()}.sock")
+        srv = subprocess.Popen([self.uds_peer, "server", path], stdout=subprocess.DEVNULL,
+                               preexec_fn=_pinned(cpus_[1]))
+        try:
+            p = subprocess.run([self.uds_peer, client_args[0], path, *client_args[1:]],
+                               capture_output=True, text=True, timeout=self.seconds + 30,
+                               preexec_fn=_pinned(cpus_[0]))
+            srv.wait(10)
+        finally:
+            self._stop(srv)
+        if p.returncode != 0 or not p.stdout.strip():
+            raise FastpathError(f"uds_peer {client_args[0]} failed: {p.stderr.strip()[-200:]}",
+                                op="uds_peer")
+        return p.stdout
+
+    def uds_latency(self, cpus_) -> float:
+        return float(self._uds(cpus_, ["pingpong", "64", str(self.seconds)]).split()[0])
+
+    def uds_bulk(self, cpus_) -> float:
+        return float(self._uds(cpus_, ["bulk", str(self.seconds)]).split()[0])
 
     def _next_port(self) -> int:
         self.port += 1
@@ -131,7 +184,8 @@ class Bench:
 
 def run(args) -> BenchResult:
 
-    b = Bench(args)
+    scratch = tempfile.mkdtemp(prefix="fp-bench-accel-")
+    b = Bench(args, build_uds_peer(scratch), scratch)
     rounds = args.rounds or (1 if args.quick else 3)
     cs = cpus()
     placements = {"same-cpu": (cs[-1], cs[-1]), "cross-cpu": (cs[0], cs[-1])}
@@ -146,7 +200,10 @@ def run(args) -> BenchResult:
         a, bpod = pp.pods
         loader.enable(cg, [ipaddress.ip_network(CIDR)])
         wheres = {"loopback": ("127.0.0.1", a.name, a.name), "pod": (bpod.ip, a.name, bpod.name)}
-        contenders = {}
+        contenders: dict[str, Any] = {}
+        for pname, pl in placements.items():
+            contenders[f"lat uds/{pname} uds"] = (lambda p=pl: b.uds_latency(p))
+            contenders[f"bulk uds/{pname} uds"] = (lambda p=pl: b.uds_bulk(p))
         for wname, where in wheres.items():
             for pname, pl in placements.items():
                 tag = f"{wname}/{pname}"
@@ -167,6 +224,8 @@ def run(args) -> BenchResult:
         for wname in wheres:
             for pname in placements:
                 tag = f"{wname}/{pname}"
+                res.add_ratio(f"lat {tag} accel/uds", f"lat {tag} accel", f"lat uds/{pname} uds")
+                res.add_ratio(f"bulk {tag} accel/uds", f"bulk {tag} accel", f"bulk uds/{pname} uds")
                 r = res.add_ratio(f"lat {tag} accel/plain", f"lat {tag} accel", f"lat {tag} plain")
                 if (wname, pname) == ("pod", "same-cpu"):
                     res.add_goal("64 B p50 accel/plain, pod to pod, same CPU", r, "<=", 0.6)
@@ -194,6 +253,7 @@ def run(args) -> BenchResult:
             loader.disable()
         CG.remove(cg)
         pp.remove()
+        shutil.rmtree(scratch, ignore_errors=True)
     return res
 
 
@@ -206,20 +266,21 @@ def plot(result: BenchResult, path: str) -> None:
     lat = [k for k in result.series if k.startswith("lat")]
     groups = sorted({k.rsplit(" ", 1)[0][4:] for k in lat})
     w = 0.38
-    for i, mode in enumerate(("plain", "accel")):
+    w = 0.28
+    for i, mode in enumerate(("plain", "accel", "uds")):
         vals = [result.series.get(f"lat {g} {mode}", {}).get("median", 0) for g in groups]
-        ax1.bar([x + (i - 0.5) * w for x in range(len(groups))], vals, w, label=mode)
+        ax1.bar([x + (i - 1) * w for x in range(len(groups))], vals, w, label=mode)
     ax1.set_xticks(range(len(groups)), groups, rotation=20, ha="right")
-    ax1.set_ylabel("p50 latency, us (sockperf, 64 B)")
+    ax1.set_ylabel("p50 latency, us (sockperf / uds_peer, 64 B)")
     ax1.set_title("ping-pong latency (lower is better)")
     ax1.legend()
-    variants = ("plain", "accel", "accel-unbounded", "accel+bulk", "accel+apply")
-    w = 0.16
+    variants = ("plain", "accel", "accel-unbounded", "accel+bulk", "accel+apply", "uds")
+    w = 0.14
     for i, mode in enumerate(variants):
         vals = [result.series.get(f"bulk {g} {mode}", {}).get("median", 0) for g in groups]
-        ax2.bar([x + (i - 2) * w for x in range(len(groups))], vals, w, label=mode)
+        ax2.bar([x + (i - 2.5) * w for x in range(len(groups))], vals, w, label=mode)
     ax2.set_xticks(range(len(groups)), groups, rotation=20, ha="right")
-    ax2.set_ylabel("Gbit/s (iperf3)")
+    ax2.set_ylabel("Gbit/s (iperf3 / uds_peer)")
     ax2.set_title("bulk throughput (higher is better)")
     ax2.legend(fontsize=8)
     fig.suptitle("fastpath bench accel: socket redirect vs TCP stack (medians)")
