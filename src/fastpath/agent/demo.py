@@ -19,7 +19,6 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -51,7 +50,7 @@ from fastpath.cluster.store import (
     remove_default_file,
 )
 from fastpath.cni import client as cni_client
-from fastpath.errors import FastpathError, NotFound, UsageError
+from fastpath.errors import FastpathError, UsageError
 from fastpath.kernel import netns, proc
 from fastpath.kernel.files import socket_path
 from fastpath.kernel.libc import setns_raw
@@ -218,18 +217,7 @@ class AgentRouting:
     def stop_agent(self, node: str, timeout: float = 5.0) -> None:
         """SIGTERM the node's agent and its BIRD (the agent leaves BIRD running on
         purpose: a restart must not withdraw routes)."""
-        pids = [p for p in (agent_pid(node), self._bird_pid(node)) if p]
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout
-        while any(proc.alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        for p in pids:
-            if proc.alive(p):
-                os.kill(p, signal.SIGKILL)
+        proc.terminate([p for p in (agent_pid(node), self._bird_pid(node)) if p], timeout)
 
     def _bird_pid(self, node: str) -> int | None:
         pidfile = node_state_dir(node) / "bgp" / naming.scope().rstrip("-") / f"{node}.pid"
@@ -386,17 +374,8 @@ class AgentRouting:
         for n in cluster.nodes:
             if only is not None and n.name != only:
                 continue
-            want = routing.expected_routes(cluster, n)
-            try:
-                with Rtnl(n.netns) as r:
-                    have = routing.installed_routes(r, RTPROT_BIRD)
-            except NotFound:
-                have = []
-            have_dst = {d for d, _ in have}
             st = read_node_status(n.name) or {}
-            out[n.name] = {"expected": [f"{d} via {v}" for d, v in want],
-                           "installed": [f"{d} via {v}" for d, v in have],
-                           "missing": [f"{d} via {v}" for d, v in want if d not in have_dst],
+            out[n.name] = {**routing.route_report(cluster, n, RTPROT_BIRD),
                            "agent_pid": agent_pid(n.name), "ready": st.get("ready", False),
                            "problems": st.get("problems", []),
                            "sessions": [{"peer": s["protocol"].removeprefix("fp_peer_"),

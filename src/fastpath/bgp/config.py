@@ -58,6 +58,16 @@ def peer_of_protocol(proto: str) -> str | None:
     return proto[len(PEER_PREFIX):].replace("_", "-")
 
 
+def _session_timers(t) -> list[str]:
+    return [f"  hold time {t.hold};",
+            f"  startup hold time {max(t.hold, 3)};",
+            f"  keepalive time {t.keepalive};",
+            f"  connect retry time {t.connect_retry};",
+            f"  connect delay time {t.connect_retry};",
+            f"  error wait time {t.error_wait_min}, {t.error_wait_max};",
+            "  graceful restart off;"]
+
+
 def _prefix_set(cidrs: list[str]) -> str:
     return "[ " + ", ".join(cidrs) + " ]"
 
@@ -131,13 +141,7 @@ def render(mesh: Mesh, name: str, log_path: str | None = None) -> str:
             f"  local {me.address} as {mesh.asn_of(me)};",
             f"  neighbor {peer.address} as {mesh.asn_of(peer)};",
             "  direct;",
-            f"  hold time {t.hold};",
-            f"  startup hold time {max(t.hold, 3)};",
-            f"  keepalive time {t.keepalive};",
-            f"  connect retry time {t.connect_retry};",
-            f"  connect delay time {t.connect_retry};",
-            f"  error wait time {t.error_wait_min}, {t.error_wait_max};",
-            "  graceful restart off;",
+            *_session_timers(t),
         ]
         if rr_client:
             out.append("  rr client;")
@@ -157,13 +161,7 @@ def render(mesh: Mesh, name: str, log_path: str | None = None) -> str:
             f'  description "external peer {ext.name}";',
             f"  local {me.address} as {mesh.asn_of(me)};",
             f"  neighbor {ext.address} as {ext.asn};",
-            f"  hold time {t.hold};",
-            f"  startup hold time {max(t.hold, 3)};",
-            f"  keepalive time {t.keepalive};",
-            f"  connect retry time {t.connect_retry};",
-            f"  connect delay time {t.connect_retry};",
-            f"  error wait time {t.error_wait_min}, {t.error_wait_max};",
-            "  graceful restart off;",
+            *_session_timers(t),
         ]
         if ext.password:
             out.append(f'  password "{ext.password}";')

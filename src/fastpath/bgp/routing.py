@@ -15,9 +15,8 @@ from typing import Any
 
 from fastpath.bgp import bird, speakers, store
 from fastpath.bgp.model import BgpNode, Mesh, Timers
-from fastpath.errors import FastpathError, NotFound, UsageError
+from fastpath.errors import FastpathError, UsageError
 from fastpath.podnet import routing
-from fastpath.podnet.rtnl import Rtnl
 
 # BIRD's kernel protocol tags its routes with RTPROT_BIRD (include/uapi/linux/rtnetlink.h).
 RTPROT_BIRD = 12
@@ -102,17 +101,8 @@ class BgpRouting:
         mesh = store.load()
         out = {}
         for n in cluster.nodes:
-            want = routing.expected_routes(cluster, n)
-            try:
-                with Rtnl(n.netns) as r:
-                    have = routing.installed_routes(r, RTPROT_BIRD)
-            except NotFound:
-                have = []
-            have_dst = {d for d, _ in have}
-            entry: dict[str, Any] = {"expected": [f"{d} via {v}" for d, v in want],
-                     "installed": [f"{d} via {v}" for d, v in have],
-                     "missing": [f"{d} via {v}" for d, v in want if d not in have_dst],
-                     "bird_pid": bird.running_pid(n.name), "sessions": []}
+            entry: dict[str, Any] = {**routing.route_report(cluster, n, RTPROT_BIRD),
+                                     "bird_pid": bird.running_pid(n.name), "sessions": []}
             if mesh is not None and n.name in {m.name for m in mesh.nodes}:
                 entry["reflector"] = mesh.reflector
                 entry["sessions"] = [s.to_dict() for s in speakers.node_sessions(mesh, n.name)]

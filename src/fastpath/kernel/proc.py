@@ -14,6 +14,10 @@ is reused only after the old task is reaped, and the new one starts later.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 
 def stat_fields(pid: int) -> list[str] | None:
     """The fields of /proc/<pid>/stat after comm (state first), None when there is none.
@@ -35,3 +39,22 @@ def starttime(pid: int) -> int | None:
     """Start time of `pid` (or a thread id) in clock ticks since boot; None if gone."""
     f = stat_fields(pid)
     return int(f[19]) if f else None
+
+
+def terminate(pids: list[int], grace: float) -> None:
+    """SIGTERM each of `pids`, wait up to `grace` seconds for them to die, SIGKILL the rest."""
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    left = list(pids)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = [p for p in left if alive(p)]
+    for p in left:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

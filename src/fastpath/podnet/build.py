@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import time
 
 from fastpath import faults, naming, state
@@ -24,7 +23,7 @@ from fastpath.errors import (
     NotFound,
     UsageError,
 )
-from fastpath.kernel import netns
+from fastpath.kernel import netns, proc
 from fastpath.podnet import attach as _attach
 from fastpath.podnet import cluster as cl
 from fastpath.podnet import netfilter, plan, routing, sysctl
@@ -340,19 +339,5 @@ def kill_processes_in(ns_name: str, grace: float = 1.0) -> list[int]:
             pids = [p for p in netns.pids_in(n) if p != os.getpid()]
     except (NotFound, UsageError, KernelError):
         return []
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.02)
-        alive = [p for p in alive if os.path.exists(f"/proc/{p}")]
-    for p in alive:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    proc.terminate(pids, grace)
     return pids

@@ -89,6 +89,21 @@ def expected_routes(cluster, node) -> list[tuple[str, str]]:
     return [(str(c), str(v)) for c, v in static_routes(node.name, cidrs)]
 
 
+def route_report(cluster, node, proto: int) -> dict[str, list[str]]:
+    """The node's expected routes to the other nodes' pod CIDRs, those of protocol `proto`
+    it has, and the expected ones it lacks (by destination), each as "DST via GW"."""
+    want = expected_routes(cluster, node)
+    try:
+        with Rtnl(node.netns) as r:
+            have = installed_routes(r, proto)
+    except NotFound:
+        have = []
+    have_dst = {d for d, _ in have}
+    return {"expected": [f"{d} via {v}" for d, v in want],
+            "installed": [f"{d} via {v}" for d, v in have],
+            "missing": [f"{d} via {v}" for d, v in want if d not in have_dst]}
+
+
 def installed_routes(rtnl, proto: int | None = None) -> list[tuple[str, str]]:
     """(dst/len, gateway) of the main table's gatewayed routes (of one protocol)."""
     out = []
