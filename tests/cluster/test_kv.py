@@ -218,3 +218,18 @@ def test_an_unknown_or_malformed_url_is_one_clear_line():
         open_kv("zk://x:1")
     with pytest.raises(BadDatastoreUrl, match="not HOST:PORT"):
         open_kv("etcd://host")
+
+
+def test_block_allocation_names_a_missing_or_exhausted_pool(tmp_path):
+    from fastpath.errors import FastpathError, NotFound
+    with ClusterStore.open(f"sqlite://{tmp_path}/cluster.db") as cs:
+        with pytest.raises(NotFound, match="no IP pool"):
+            cs.allocate_block("node1")
+        cs.put_pool(Pool("small", "10.244.0.0/23", 24))
+        with pytest.raises(NotFound, match="IP pool big does not exist.*pools: small"):
+            cs.allocate_block("node1", "big")
+        assert cs.allocate_block("node1", "small") == "10.244.0.0/24"
+        assert cs.allocate_block("node1", "small") == "10.244.0.0/24"   # held already
+        assert cs.allocate_block("node2", "small") == "10.244.1.0/24"
+        with pytest.raises(FastpathError, match="every block of pool\\(s\\) small is taken"):
+            cs.allocate_block("node3", "small")

@@ -173,9 +173,10 @@ class ClusterStore:
         held = view.node_blocks(node)
         if held:
             return held[0]
-        pools = [view.pools[pool_name]] if pool_name else [view.pools[p] for p in sorted(view.pools)]
         if pool_name and pool_name not in view.pools:
-            raise NotFound(f"IP pool {pool_name} does not exist")
+            raise NotFound(f"IP pool {pool_name} does not exist",
+                           hint=f"pools: {', '.join(sorted(view.pools)) or 'none'}")
+        pools = [view.pools[pool_name]] if pool_name else [view.pools[p] for p in sorted(view.pools)]
         if not pools:
             raise NotFound("no IP pool to allocate a pod CIDR from",
                            hint="give the agent --pod-cidr, or add a pool")
