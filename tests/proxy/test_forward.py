@@ -207,3 +207,25 @@ def test_fin_behind_redirected_bytes_is_not_taken_for_eof():
     ops.splice = splice_sees_fin
     assert run_until_wait(d) == forward.DONE
     assert bytes(dst.tx) == b"r" * 3000 and dst.shut_wr and d.fallback == "redirected"
+
+
+@pytest.mark.parametrize("mode", ["splice", "copy"])
+def test_a_held_fin_goes_out_only_when_asked_and_once(mode):
+    d, ops, pool, src, dst = setup(mode)
+    d.hold_fin = True
+    src.rx += b"last bytes"
+    src.eof = True
+    assert run_until_wait(d) == forward.DONE
+    assert dst.tx == b"last bytes" and not dst.shut_wr and d.shut and not d.fin_sent
+    d.send_fin()
+    d.send_fin()
+    assert dst.shut_wr and d.fin_sent and ops.calls.get("shutdown") == 1
+
+
+def test_send_fin_before_the_end_does_nothing():
+    d, ops, pool, src, dst = setup("copy")
+    d.hold_fin = True
+    src.rx += b"more to come"
+    assert run_until_wait(d) == forward.WANT_READ
+    d.send_fin()
+    assert not dst.shut_wr and not d.fin_sent

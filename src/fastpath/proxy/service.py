@@ -13,6 +13,7 @@ class ServiceState:
     def __init__(self, svc: Service, listener: socket.socket, workers: int) -> None:
         self.svc = svc
         self.listener = listener
+        self.family = int(listener.family)  # for accepted sockets, looked up once
         self.balancer = Balancer(svc)
         self.conns = 0
         self.limit = max(1, -(-svc.maxconn // workers))  # maxconn is split over workers

@@ -26,6 +26,7 @@ import os
 import socket
 import struct
 import termios
+from _socket import socket as RawSocket
 
 SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 _FIONREAD = termios.FIONREAD
@@ -45,7 +46,7 @@ class SocketOps:
     def send(self, fd: int, data) -> int:
         return os.write(fd, data)
 
-    def shutdown_wr(self, fd: int, sock: socket.socket | None = None) -> None:
+    def shutdown_wr(self, fd: int, sock: RawSocket | None = None) -> None:
         if sock is not None:  # the owner's object: no wrapper to build per call
             sock.shutdown(socket.SHUT_WR)
             return
@@ -89,7 +90,7 @@ class SocketOps:
 _LINGER_RST = struct.pack("ii", 1, 0)
 
 
-def reset_close(sock: socket.socket) -> None:
+def reset_close(sock: RawSocket) -> None:
     """Close with RST (SO_LINGER 0), the way a reset is carried to the other side."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
@@ -98,7 +99,7 @@ def reset_close(sock: socket.socket) -> None:
     sock.close()
 
 
-def drain_close(sock: socket.socket) -> None:
+def drain_close(sock: RawSocket) -> None:
     """Close with FIN: read what the peer sent (close() with unread bytes would send
     RST instead), then shut for writing and close."""
     try:
