@@ -217,7 +217,8 @@ def run(args) -> BenchResult:
                     lambda w=where, p=pl: b.bulk(w, p, cg, {"bulk_bytes": args.bulk_bytes}))
                 contenders[f"bulk {tag} accel+apply"] = (
                     lambda w=where, p=pl: b.bulk(w, p, cg, {"apply_bytes": APPLY_BYTES}))
-        samples = interleave(contenders, rounds=rounds, warmup=0 if args.quick else 1)
+        samples = interleave(contenders, rounds=rounds, warmup=0 if args.quick else 1,
+                             what="latency and bulk")
         counters = loader.status()["counters"]
         for k, v in samples.items():
             res.add_series(k, v, unit="us (p50 half-RTT)" if k.startswith("lat") else "Gbit/s")

@@ -36,9 +36,11 @@ def pin(cpu: int, pid: int = 0) -> None:
     os.sched_setaffinity(pid, {cpu})
 
 
-def pinned(cpu: int) -> Callable[[], None]:
-    """A subprocess preexec_fn that pins the child to `cpu` before it execs."""
-    return lambda: os.sched_setaffinity(0, {cpu})
+def pinned(cpu: int | Iterable[int]) -> Callable[[], None]:
+    """A subprocess preexec_fn that pins the child to `cpu` (or a set of CPUs) before it
+    execs."""
+    cpus = {cpu} if isinstance(cpu, int) else set(cpu)
+    return lambda: os.sched_setaffinity(0, cpus)
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -123,9 +125,10 @@ def interleave(contenders: Mapping[str, Callable[[], Any]], rounds: int,
                warmup: int = 1, what: str = "") -> dict[str, list[Any]]:
     """Call each contender once per round, in turn (A B A B ...), after `warmup` unrecorded
     rounds. A contender returns one sample or a list of samples (a number, or a tuple of
-    figures measured together). `what` names the stage in the progress lines."""
+    figures measured together). `what` names the stage in the progress lines, which name
+    the running contender themselves."""
     out: dict[str, list[Any]] = {k: [] for k in contenders}
-    stage = what or ", ".join(contenders)
+    stage = what or f"{len(contenders)} contenders"
     for r in range(warmup + rounds):
         for name, fn in contenders.items():
             progress(f"{stage}: {'warm-up' if r < warmup else f'round {r - warmup + 1}/{rounds}'}"

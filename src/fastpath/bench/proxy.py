@@ -2,8 +2,9 @@
 same backends, same pinning, interleaved in one run.
 
 Layout on a 2-CPU machine: each proxy (fastpath with one worker, HAProxy with one
-thread) on CPU 1; the load tool and the backend on CPU 0. Everything on a random
-127.x.y.z loopback address.
+thread) on CPU 1; the load tool and the backend on CPU 0. Then both again with two
+(fastpath `workers 2`, HAProxy `nbthread 2`), free to run on both CPUs, which they share
+with the load. Everything on a random 127.x.y.z loopback address.
 
 - bulk: iperf3 (client on CPU 0) -> proxy -> iperf3 server, Gbit/s, and the proxy's CPU
   seconds (utime + stime from /proc/PID/stat of every proxy process) per GB moved.
@@ -37,6 +38,7 @@ from fastpath.proxy.pipepool import PipeCache, PipePool
 
 DESCRIPTION = "node proxy vs HAProxy: bulk (iperf3), short connections (wrk), pipe pool"
 PROXY_CPU, LOAD_CPU = 1, 0
+ALL_CPUS = (0, 1)
 
 
 def add_arguments(p) -> None:
@@ -97,7 +99,7 @@ class Setup:
         self.iperf_port, self.http_port = base, base + 1
         self.logs: list = []
 
-    def _spawn(self, argv, cpu: int, name: str, env=None) -> subprocess.Popen:
+    def _spawn(self, argv, cpu, name: str, env=None) -> subprocess.Popen:
         log = open(self.work / f"{name}.log", "w")
         self.logs.append(log)
         p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pinned(cpu),
@@ -127,40 +129,43 @@ frontend web
         _wait_port(h, self.http_port)
 
         port = self.http_port + 1
-        hcfg = ["global", "    nbthread 1", "    maxconn 4000", "defaults", "    mode tcp",
-                "    option splice-auto", "    timeout client 30s", "    timeout server 30s",
-                "    timeout connect 2s"]
-        fcfg = ["global", "    workers 1", "    pipe-idle 30s"]
-        for kind, target in (("bulk", self.iperf_port), ("short", self.http_port)):
-            self.ports[f"haproxy-{kind}"] = port
-            hcfg += [f"listen {kind}", f"    bind {h}:{port}", f"    server s1 {h}:{target}"]
-            port += 1
-            for mode in self.modes:
-                self.ports[f"fastpath-{mode}-{kind}"] = port
+        # (name, threads or workers, CPUs): one of each on the proxy CPU, then two of each
+        # on both CPUs; fastpath once per mode (the mode is per proxy), the pair in auto
+        proxies = [("haproxy", "", 1, PROXY_CPU)] + [
+            (f"fastpath-{m}", m, 1, PROXY_CPU) for m in self.modes] + [
+            ("haproxy-2t", "", 2, ALL_CPUS), ("fastpath-auto-2w", "auto", 2, ALL_CPUS)]
+        for name, mode, n, cpus in proxies:
+            lines = []
+            for kind, target in (("bulk", self.iperf_port), ("short", self.http_port)):
+                self.ports[f"{name}-{kind}"] = port
+                if mode:
+                    lines += [f"service {kind}", f"    listen {h}:{port}", f"    backend {h}:{target}"]
+                else:
+                    lines += [f"listen {kind}", f"    bind {h}:{port}", f"    server s1 {h}:{target}"]
                 port += 1
-        (self.work / "haproxy.cfg").write_text("\n".join(hcfg) + "\n")
-        hp = self._spawn(["haproxy", "-db", "-f", str(self.work / "haproxy.cfg")], PROXY_CPU,
-                         "haproxy")
-        self.pids["haproxy"] = [hp.pid]
-        # one fastpath proxy per mode: the mode is per proxy
-        for mode in self.modes:
-            cfg = self.work / f"fastpath-{mode}.cfg"
-            cfg.write_text("\n".join(fcfg) + "\n" + "\n".join(
-                f"service {kind}\n    listen {h}:{self.ports[f'fastpath-{mode}-{kind}']}\n"
-                f"    backend {h}:{self.iperf_port if kind == 'bulk' else self.http_port}\n"
-                for kind in ("bulk", "short")))
-            fp = self._spawn([sys.executable, "-m", "fastpath", "proxy", "run", "-c", str(cfg),
-                              "--mode", mode, "--name", f"bench-{mode}", "--log-level", "warning"],
-                             PROXY_CPU, f"fastpath-{mode}")
-            self.pids[f"fastpath-{mode}"] = [fp.pid]
+            cfg = self.work / f"{name}.cfg"
+            if mode:
+                cfg.write_text("\n".join(["global", f"    workers {n}", "    pipe-idle 30s"] + lines) + "\n")
+                p = self._spawn([sys.executable, "-m", "fastpath", "proxy", "run", "-c", str(cfg),
+                                 "--mode", mode, "--name", f"bench-{name}", "--log-level", "warning"],
+                                cpus, name)
+            else:
+                cfg.write_text("\n".join([
+                    "global", f"    nbthread {n}", "    maxconn 4000", "defaults", "    mode tcp",
+                    "    option splice-auto", "    timeout client 30s", "    timeout server 30s",
+                    "    timeout connect 2s"] + lines) + "\n")
+                p = self._spawn(["haproxy", "-db", "-f", str(cfg)], cpus, name)
+            self.pids[name] = [p.pid]
         for port in self.ports.values():
             _wait_port(h, port)
-        for mode in self.modes:
-            (master,) = self.pids[f"fastpath-{mode}"]
+        for name, mode, n, _ in proxies:
+            if not mode:
+                continue
+            (master,) = self.pids[name]
             deadline = time.monotonic() + 5
-            while not _children(master) and time.monotonic() < deadline:
+            while len(_children(master)) < n and time.monotonic() < deadline:
                 time.sleep(0.05)
-            self.pids[f"fastpath-{mode}"] = [master] + _children(master)
+            self.pids[name] = [master] + _children(master)
 
     def close(self) -> None:
         for p in reversed(self.procs):
@@ -250,7 +255,7 @@ def run(args) -> BenchResult:
     modes = ["auto", "splice", "copy"]
     res = BenchResult("proxy", unit="", params={
         "seconds": seconds, "rounds": rounds, "wrk_conns": args.conns, "proxy_cpu": PROXY_CPU,
-        "load_cpu": LOAD_CPU, "fastpath_workers": 1, "haproxy_threads": 1,
+        "load_cpu": LOAD_CPU, "fastpath_workers": [1, 2], "haproxy_threads": [1, 2],
         "haproxy": subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.split("\n")[0]})
     work = Path(tempfile.mkdtemp(prefix="fp-bench-proxy-"))
     env_instance = os.environ.get("FASTPATH_INSTANCE")
@@ -272,6 +277,8 @@ def run(args) -> BenchResult:
         contenders = {"haproxy": bulk_of("haproxy", "haproxy")}
         for mode in modes:
             contenders[f"fastpath-{mode}"] = bulk_of(f"fastpath-{mode}", f"fastpath-{mode}")
+        for two in ("haproxy-2t", "fastpath-auto-2w"):
+            contenders[two] = bulk_of(two, two)
         if part in ("all", "bulk"):
             gbps = interleave(contenders, rounds, what="bulk (iperf3)")
 
@@ -282,8 +289,8 @@ def run(args) -> BenchResult:
                 return r["rps"]
             return fn
         if part in ("all", "short"):
-            rps = interleave({"haproxy": short_of("haproxy"),
-                              "fastpath-auto": short_of("fastpath-auto")}, rounds,
+            rps = interleave({k: short_of(k) for k in ("haproxy", "fastpath-auto", "haproxy-2t",
+                                                       "fastpath-auto-2w")}, rounds,
                              what="short connections (wrk)")
     finally:
         setup.close()
@@ -319,12 +326,24 @@ def run(args) -> BenchResult:
         res.add_ratio("bulk auto/splice", "bulk fastpath-auto Gbit/s", "bulk fastpath-splice Gbit/s")
         res.add_goal("bulk fastpath/haproxy", r_bulk, ">=", 1.0)
         res.add_goal("CPU s per GB fastpath/haproxy", r_cpu, "<=", 1.0)
+        r2 = res.add_ratio("bulk fastpath-auto-2w/haproxy-2t", "bulk fastpath-auto-2w Gbit/s",
+                           "bulk haproxy-2t Gbit/s")
+        c2 = res.add_ratio("CPU/GB fastpath-auto-2w/haproxy-2t", "bulk fastpath-auto-2w CPU s/GB",
+                           "bulk haproxy-2t CPU s/GB")
+        res.add_goal("bulk 2 workers / nbthread 2", r2, ">=", 1.0)
+        res.add_goal("CPU s per GB 2 workers / nbthread 2", c2, "<=", 1.0)
     if rps:
         r_short = res.add_ratio("conn/s fastpath/haproxy", "short fastpath-auto conn/s",
                                 "short haproxy conn/s")
-        res.add_goal("conn/s fastpath/haproxy", r_short, ">=", 0.5)
+        res.add_goal("conn/s fastpath/haproxy", r_short, ">=", 1.0)
+        p99 = res.add_ratio("p99 fastpath/haproxy", "short fastpath-auto p99 ms", "short haproxy p99 ms")
+        res.add_goal("short p99 fastpath/haproxy", p99, "<=", 1.0)
+        r2 = res.add_ratio("conn/s fastpath-auto-2w/haproxy-2t", "short fastpath-auto-2w conn/s",
+                           "short haproxy-2t conn/s")
+        res.add_goal("conn/s 2 workers / nbthread 2", r2, ">=", 1.0)
     res.notes.append("shared 2-CPU VM with other jobs running: figures are noisy; proxies on "
-                     f"CPU {PROXY_CPU}, iperf3/wrk and backends on CPU {LOAD_CPU}")
+                     f"CPU {PROXY_CPU}, iperf3/wrk and backends on CPU {LOAD_CPU}; the two-worker "
+                     "and two-thread proxies run on both CPUs, shared with the load")
     if env_instance is None:
         res.notes.append("run without FASTPATH_INSTANCE")
     return res

@@ -275,7 +275,7 @@ def _run(res: BenchResult, s: _Setup, duration: float, rounds: int) -> None:
     for n in (1, 2):
         for mode in ("rcu", "mplock", "flock"):
             contenders[f"{mode}_{n}r"] = tp(mode, n)
-    got = interleave(contenders, rounds, warmup=1)
+    got = interleave(contenders, rounds, warmup=1, what="lookups/s")
     for k, v in got.items():
         res.add_series(k, v, unit="lookups/s per reader")
     for n in (1, 2):
@@ -290,7 +290,8 @@ def _run(res: BenchResult, s: _Setup, duration: float, rounds: int) -> None:
             r = _throughput(s, "rcu", 1, duration, hz=hz, latency=True)[0]
             return [(r["p50_ns"], r["p99_ns"])]
         return go
-    lg = interleave({"active": lat(WRITE_HZ), "idle": lat(0)}, rounds, warmup=1)
+    lg = interleave({"active": lat(WRITE_HZ), "idle": lat(0)}, rounds, warmup=1,
+                    what="read latency")
     for k in ("active", "idle"):
         res.add_series(f"read_p50_ns_writer_{k}", [a for a, _ in lg[k]], unit="ns")
         res.add_series(f"read_p99_ns_writer_{k}", [b for _, b in lg[k]], unit="ns")
@@ -383,7 +384,7 @@ def _breakdown(s: _Setup, rounds: int, n: int = 50_000) -> dict[str, list[float]
     try:
         return {f"cost_{k}_ns": v for k, v in interleave(
             {"lookup": lookup, "mplock_acquire_release": mplock,
-             "flock_sh_un": flock}, rounds, warmup=1).items()}
+             "flock_sh_un": flock}, rounds, warmup=1, what="cost per read").items()}
     finally:
         os.close(lf)
         t.close()
@@ -449,7 +450,8 @@ def _inprocess(rounds: int, n: int = 320_000) -> dict[str, list[float]]:
     try:
         got = interleave({"inproc_bare_ns": bare, "inproc_qsbr_ns": qsbr,
                           "inproc_section_ns": section, "inproc_domain_read_ns": domain_read,
-                          "inproc_section_per16_ns": section_batch}, rounds, warmup=1)
+                          "inproc_section_per16_ns": section_batch}, rounds, warmup=1,
+                         what="in-process read")
     finally:
         d.offline()
         d.unregister()
