@@ -1,4 +1,7 @@
+import mmap
 import multiprocessing as mp
+import os
+import time
 
 import pytest
 
@@ -56,3 +59,27 @@ def test_fetch_add_is_atomic_across_processes():
             assert p.exitcode == 0
         with AtomicView(r.buf) as a:
             assert a.load(0) == 60000
+
+
+def test_wait_change_returns_on_a_change_from_another_process_and_times_out():
+    m = mmap.mmap(-1, 4096)
+    a = AtomicView(m)
+    a.store(64, 7)
+    t0 = time.monotonic()
+    assert a.wait_change(64, 7, 20_000_000) == 7          # no change: back after ~20 ms
+    assert 0.015 < time.monotonic() - t0 < 1.0
+    assert a.wait_change(64, 6, 10**9) == 7                # already different: at once
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0.05)
+        AtomicView(m).store(64, 8)
+        os._exit(0)
+    try:
+        assert a.wait_change(64, 7, 5 * 10**9) == 8        # the child's store ends the spin
+    finally:
+        os.waitpid(pid, 0)
+    with pytest.raises(IndexError):
+        a.wait_change(4096, 0, 1)
+    a.release()
+    with pytest.raises(ValueError):
+        a.wait_change(64, 0, 1)

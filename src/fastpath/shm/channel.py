@@ -71,10 +71,15 @@ class _Side:
 
     role = "side"
     _peer_role: str        # set by Producer and Consumer
+    _watch_off: int        # the counter the peer moves when we may go on
     _timeout_reason: str
     _buf: memoryview | None
 
     def close(self) -> None:
+        raise NotImplementedError
+
+    def _watched(self) -> int:
+        """The value of the _watch_off counter that the last ready() check saw."""
         raise NotImplementedError
 
     def __init__(self, conn: Connection, region: Region, layout: ring.RingLayout,
@@ -114,10 +119,16 @@ class _Side:
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
         if self.spin > 0:
+            # spin in C on the one word the peer moves (head for a consumer, tail for a
+            # producer): the change is seen one cache-line transfer after it happens
             end = now + self.spin if deadline is None else min(deadline, now + self.spin)
-            while time.monotonic() < end:
+            while True:
                 if ready():
                     return
+                spin_left = end - time.monotonic()
+                if spin_left <= 0:
+                    break
+                a.wait_change(self._watch_off, self._watched(), int(spin_left * 1e9))
         while True:
             a.exchange(waiting_off, 1)
             if ready():
@@ -229,6 +240,10 @@ class Producer(_Side):
     role = "producer"
     _peer_role = "consumer"
     _timeout_reason = "ring full: the consumer released nothing"
+    _watch_off = ring.OFF_TAIL
+
+    def _watched(self) -> int:
+        return self._tail
 
     def __init__(self, *a, **kw) -> None:
         super().__init__(*a, **kw)
@@ -249,27 +264,34 @@ class Producer(_Side):
             raise UsageError("a slot is already on loan; commit it first", op="loan")
         if self._a.load(ring.OFF_CONSUMER_CLOSED):
             raise ChannelClosed("the consumer closed the channel", op="loan")
-        if ring.free(self._head, self._tail, self.slots) == 0 and not self._has_space():
+        # The per-message path is written for CPython: locals, no helper calls. A cached
+        # tail was checked when loaded (_has_space), so a ring that looks full on it is
+        # the only case that needs a load.
+        head = self._head
+        if head - self._tail >= self.slots and not self._has_space():
             self._wait(self._has_space, ring.OFF_PRODUCER_WAITING, ring.OFF_CONSUMER_CLOSED,
                        timeout, "loan")
-        off = self._data_at[self._head % self.slots]
+        off = self._data_at[head % self.slots]
         assert self._buf is not None  # None only once closed, and a closed side raised above
-        self._loan = self._buf[off: off + self.capacity]
-        return self._loan
+        self._loan = v = self._buf[off: off + self.capacity]
+        return v
 
     def commit(self, length: int) -> None:
         """Publish the loaned slot's first `length` bytes as the next message."""
-        if self._loan is None:
+        loan = self._loan
+        if loan is None:
             raise UsageError("no slot on loan", op="commit")
         if not 0 <= length <= self.capacity:
             raise UsageError(f"length {length} outside slot capacity {self.capacity}", op="commit")
-        self._loan.release()
+        loan.release()
         self._loan = None
         a = self._a
-        a.store(self._len_at[self._head % self.slots], length)
-        self._head += 1
-        a.exchange(ring.OFF_HEAD, self._head)  # release + the seq_cst the Dekker check needs
-        self._wake_peer(ring.OFF_CONSUMER_WAITING)
+        head = self._head
+        a.store(self._len_at[head % self.slots], length)
+        self._head = head = head + 1
+        a.exchange(ring.OFF_HEAD, head)  # release + the seq_cst the Dekker check needs
+        if a.load(ring.OFF_CONSUMER_WAITING):
+            self._wake_peer(ring.OFF_CONSUMER_WAITING)
 
     def send(self, data, timeout: float | None = None) -> None:
         """Copy `data` into a slot and commit it (one memcpy)."""
@@ -293,6 +315,10 @@ class Consumer(_Side):
     role = "consumer"
     _peer_role = "producer"
     _timeout_reason = "no message"
+    _watch_off = ring.OFF_HEAD
+
+    def _watched(self) -> int:
+        return self._head
 
     def __init__(self, *a, **kw) -> None:
         super().__init__(*a, **kw)
@@ -311,25 +337,33 @@ class Consumer(_Side):
             raise ChannelClosed("channel is closed", op="read")
         if self._view is not None:
             raise UsageError("the previous message is not released yet", op="read")
-        if ring.used(self._head, self._tail, self.slots) == 0 and not self._has_message():
+        tail = self._tail
+        if self._head == tail and not self._has_message():  # (as in Producer.loan)
             self._wait(self._has_message, ring.OFF_CONSUMER_WAITING, ring.OFF_PRODUCER_CLOSED,
                        timeout, "read")
-        i = self._tail % self.slots
-        length = ring.check_length(self._a.load(self._len_at[i]), self.capacity)
+        i = tail % self.slots
+        length = self._a.load(self._len_at[i])
+        if length > self.capacity:
+            ring.check_length(length, self.capacity)  # raises, saying why
         off = self._data_at[i]
         assert self._buf is not None  # None only once closed
-        self._slot = self._buf[off: off + length]
-        self._view = self._slot.toreadonly()
-        return self._view
+        self._slot = slot = self._buf[off: off + length]
+        self._view = v = slot.toreadonly()
+        return v
 
     def release(self) -> None:
         """Give the slot back to the producer; the view from read() is invalid afterwards."""
-        if self._view is None:
+        view = self._view
+        if view is None:
             raise UsageError("no message to release", op="release")
-        self._release_views()
-        self._tail += 1
-        self._a.exchange(ring.OFF_TAIL, self._tail)
-        self._wake_peer(ring.OFF_PRODUCER_WAITING)
+        view.release()
+        self._slot.release()  # type: ignore[union-attr]  # set with _view, in read()
+        self._view = self._slot = None
+        self._tail = tail = self._tail + 1
+        a = self._a
+        a.exchange(ring.OFF_TAIL, tail)
+        if a.load(ring.OFF_PRODUCER_WAITING):
+            self._wake_peer(ring.OFF_PRODUCER_WAITING)
 
     def recv(self, timeout: float | None = None) -> bytes:
         """read() + copy + release(), for callers that want bytes."""
