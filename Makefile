@@ -29,7 +29,7 @@ guest-kernels:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard src/fastpath/*.c src/fastpath/*/*.c)
+$(STAMP): pyproject.toml setup.py $(wildcard src/fastpath/*.c src/fastpath/*.h src/fastpath/*/*.c)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,bench]'

@@ -14,16 +14,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
-#include <time.h>
-
-/* The spin-wait hint: lets the sibling hyperthread run and saves power while spinning. */
-#if defined(__x86_64__) || defined(__i386__)
-#define CPU_RELAX() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define CPU_RELAX() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define CPU_RELAX() __asm__ __volatile__("" ::: "memory")
-#endif
+#include "spin.h"
 
 typedef struct {
     PyObject_HEAD
@@ -147,22 +138,11 @@ av_cas(AtomicView *self, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(ok);
 }
 
-static inline int64_t
-mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-#define SPIN_BATCH 32            /* loads between clock reads */
-#define GIL_SLICE_NS 50000       /* other threads get the GIL this often while we spin */
-
 /* wait_change(off, old, max_ns) -> int: spin while the word at `off` equals `old`, for at
  * most max_ns nanoseconds; return the last value loaded (acquire). A Python loop of
  * load() sees a change 0.2-0.5 us late at best; here the change costs one cache-line
- * transfer. The GIL is held while loading (so no other thread can release the view under
- * us) and given up between slices of GIL_SLICE_NS, where signals are checked too. */
+ * transfer. The GIL is given up between slices of SPIN_SLICE_NS (spin.h), where signals
+ * are checked too. */
 static PyObject *
 av_wait_change(AtomicView *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -172,26 +152,17 @@ av_wait_change(AtomicView *self, PyObject *const *args, Py_ssize_t nargs)
     if (!w || arg_u64(args[1], &old) < 0) return NULL;
     long long max_ns = PyLong_AsLongLong(args[2]);
     if (max_ns == -1 && PyErr_Occurred()) return NULL;
-    int64_t start = mono_ns(), slice = start;
+    int64_t end = spin_mono_ns() + max_ns;
     for (;;) {
-        for (int i = 0; i < SPIN_BATCH; i++) {
-            v = __atomic_load_n(w, __ATOMIC_ACQUIRE);
-            if (v != old)
-                return PyLong_FromUnsignedLongLong(v);
-            CPU_RELAX();
-        }
-        int64_t now = mono_ns();
-        if (now - start >= max_ns)
+        v = spin_change(w, old, end - spin_mono_ns());
+        if (v != old || spin_mono_ns() >= end)
             return PyLong_FromUnsignedLongLong(v);
-        if (now - slice >= GIL_SLICE_NS) {
-            Py_BEGIN_ALLOW_THREADS
-            Py_END_ALLOW_THREADS
-            if (PyErr_CheckSignals() < 0)
-                return NULL;
-            w = av_word(self, args[0]);  /* another thread may have released the view */
-            if (!w) return NULL;
-            slice = mono_ns();
-        }
+        Py_BEGIN_ALLOW_THREADS
+        Py_END_ALLOW_THREADS
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+        w = av_word(self, args[0]);  /* another thread may have released the view */
+        if (!w) return NULL;
     }
 }
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
 
-from fastpath.shm import channel
+from fastpath._atomic import AtomicView
+from fastpath.shm import channel, ring
 from fastpath.shm import header as hdr
 from fastpath.shm.errors import ChannelClosed, ChannelTimeout, PeerDied
 from fastpath.shm.handover import Connection, Listener, send_message
@@ -262,3 +264,58 @@ def test_a_bad_channel_offer_is_refused_and_nothing_kept(sock_path, peers, repor
                 channel.accept(conn)
             assert (fd_count(), map_count()) == (fds, maps)
         assert why in report.get()
+
+
+@pytest.fixture
+def pair(sock_path):
+    """A producer and a consumer of one channel, both in this process."""
+    got = {}
+    with Listener(sock_path) as lis:
+        t = threading.Thread(target=lambda: got.setdefault(
+            "cons", channel.accept(Connection.connect(sock_path), spin=0.05)))
+        t.start()
+        prod = channel.offer(lis.accept(timeout=10), slots=4, capacity=256, spin=0.05)
+        t.join(10)
+    yield prod, got["cons"]
+    prod.close()
+    got["cons"].close()
+
+
+def test_a_peer_writing_garbage_counters_or_lengths_gets_a_ring_error(pair):
+    prod, cons = pair
+    a = AtomicView(prod.region.buf)
+    try:
+        prod.send(b"one", timeout=1)
+        a.store(prod.layout.length_offset(0), 10_000)       # a length past the slot
+        with pytest.raises(ring.RingError, match="exceeds slot capacity"):
+            cons.read(timeout=1)
+        a.store(prod.layout.length_offset(0), 3)
+        assert bytes(cons.read(timeout=1)) == b"one"
+        cons.release()
+        a.store(ring.OFF_HEAD, 99)                           # 98 messages in 4 slots
+        with pytest.raises(ring.RingError, match="impossible"):
+            cons.read(timeout=1)
+        a.store(ring.OFF_HEAD, 1)
+        a.store(ring.OFF_TAIL, 7)                            # more released than committed
+        for _ in range(3):
+            prod.send(b"x", timeout=1)                       # ring looks free from its cache
+        with pytest.raises(ring.RingError, match="impossible"):
+            prod.loan(timeout=1)
+    finally:
+        a.release()
+
+
+def test_a_timeout_shorter_than_the_spin_is_kept(pair):
+    prod, cons = pair
+    t0 = time.monotonic()
+    with pytest.raises(ChannelTimeout):
+        cons.read(timeout=0.002)                             # spin is 50 ms
+    assert time.monotonic() - t0 < 0.04
+    for _ in range(4):
+        prod.send(b"y", timeout=0)
+    t0 = time.monotonic()
+    with pytest.raises(ChannelTimeout):
+        prod.loan(timeout=0.002)
+    assert time.monotonic() - t0 < 0.04
+    assert cons.recv(timeout=0) == b"y"
+    assert len(prod.loan(timeout=0)) == 256                  # a release makes room at once

@@ -51,6 +51,7 @@ from fastpath._atomic import AtomicView
 from fastpath.errors import KernelError, UsageError
 from fastpath.shm import header as hdr
 from fastpath.shm import ring
+from fastpath.shm._ring import RingEnd
 from fastpath.shm.errors import ChannelClosed, ChannelTimeout, HandoverRefused, PeerDied
 from fastpath.shm.handover import (
     MAX_REGION,
@@ -93,6 +94,7 @@ class _Side:
         self._len_at = [layout.length_offset(i) for i in range(layout.slots)]
         self._data_at = [layout.payload_offset(i) for i in range(layout.slots)]
         self.spin = spin
+        self._spin_ns = int(spin * 1e9)
         self._wait_efd = wait_efd   # we sleep on this one
         self._wake_efd = wake_efd   # we write this one to wake the peer
         self._a = AtomicView(region.buf)
@@ -113,12 +115,13 @@ class _Side:
 
     # -- waiting ---------------------------------------------------------------------------
     def _wait(self, ready, waiting_off: int, peer_closed_off: int, timeout: float | None,
-              what: str) -> None:
-        """Return once ready() is true; raise ChannelClosed / PeerDied / ChannelTimeout."""
+              what: str, spin: bool = True) -> None:
+        """Return once ready() is true; raise ChannelClosed / PeerDied / ChannelTimeout.
+        spin=False: the caller has spun already (in RingEnd), go straight to sleeping."""
         a = self._a
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
-        if self.spin > 0:
+        if self.spin > 0 and spin:
             # spin in C on the one word the peer moves (head for a consumer, tail for a
             # producer): the change is seen one cache-line transfer after it happens
             end = now + self.spin if deadline is None else min(deadline, now + self.spin)
@@ -243,54 +246,53 @@ class Producer(_Side):
     _watch_off = ring.OFF_TAIL
 
     def _watched(self) -> int:
-        return self._tail
+        return self._r.tail
 
     def __init__(self, *a, **kw) -> None:
         super().__init__(*a, **kw)
-        self._head = self._a.load(ring.OFF_HEAD)
-        self._tail = self._a.load(ring.OFF_TAIL)
-        self._loan: memoryview | None = None
+        # the per-message path, in C (shm/_ring.c): loan/commit decline (None) whenever
+        # they cannot finish, and the methods below then say why, wait or raise
+        assert self._buf is not None
+        self._r = _ring_end(self, self._buf, producer=True)
 
     def _has_space(self) -> bool:
-        self._tail = self._a.load(ring.OFF_TAIL)  # acquire: the consumer is done with the slot
-        return ring.free(self._head, self._tail, self.slots) > 0
+        self._r.refresh()  # acquire: the consumer is done with the slot
+        return ring.free(self._r.head, self._r.tail, self.slots) > 0
 
     def loan(self, timeout: float | None = None) -> memoryview:
         """A writable view of the next free slot (`capacity` bytes). Blocks while the ring is
         full (backpressure) up to `timeout` seconds; 0 means do not wait."""
-        if self._closed:
-            raise ChannelClosed("channel is closed", op="loan")
-        if self._loan is not None:
-            raise UsageError("a slot is already on loan; commit it first", op="loan")
-        if self._a.load(ring.OFF_CONSUMER_CLOSED):
-            raise ChannelClosed("the consumer closed the channel", op="loan")
-        # The per-message path is written for CPython: locals, no helper calls. A cached
-        # tail was checked when loaded (_has_space), so a ring that looks full on it is
-        # the only case that needs a load.
-        head = self._head
-        if head - self._tail >= self.slots and not self._has_space():
-            self._wait(self._has_space, ring.OFF_PRODUCER_WAITING, ring.OFF_CONSUMER_CLOSED,
-                       timeout, "loan")
-        off = self._data_at[head % self.slots]
-        assert self._buf is not None  # None only once closed, and a closed side raised above
-        self._loan = v = self._buf[off: off + self.capacity]
+        # a spinning side spins in C first, unless the timeout is shorter than the spin
+        spin = self._spin_ns if timeout is None or timeout >= self.spin else 0
+        v = self._r.loan(spin)
+        if v is None:
+            v = self._loan_slow(timeout, spin == 0)
         return v
+
+    def _loan_slow(self, timeout: float | None, spin: bool) -> memoryview:
+        while True:
+            if self._closed:
+                raise ChannelClosed("channel is closed", op="loan")
+            if self._r.out:
+                raise UsageError("a slot is already on loan; commit it first", op="loan")
+            if self._a.load(ring.OFF_CONSUMER_CLOSED):
+                raise ChannelClosed("the consumer closed the channel", op="loan")
+            if not self._has_space():  # raises RingError on impossible counters
+                self._wait(self._has_space, ring.OFF_PRODUCER_WAITING, ring.OFF_CONSUMER_CLOSED,
+                           timeout, "loan", spin)
+                spin = True
+            v = self._r.loan()
+            if v is not None:
+                return v
 
     def commit(self, length: int) -> None:
         """Publish the loaned slot's first `length` bytes as the next message."""
-        loan = self._loan
-        if loan is None:
-            raise UsageError("no slot on loan", op="commit")
-        if not 0 <= length <= self.capacity:
+        waiting = self._r.commit(length)
+        if waiting is None:
+            if not self._r.out:
+                raise UsageError("no slot on loan", op="commit")
             raise UsageError(f"length {length} outside slot capacity {self.capacity}", op="commit")
-        loan.release()
-        self._loan = None
-        a = self._a
-        head = self._head
-        a.store(self._len_at[head % self.slots], length)
-        self._head = head = head + 1
-        a.exchange(ring.OFF_HEAD, head)  # release + the seq_cst the Dekker check needs
-        if a.load(ring.OFF_CONSUMER_WAITING):
+        if waiting:
             self._wake_peer(ring.OFF_CONSUMER_WAITING)
 
     def send(self, data, timeout: float | None = None) -> None:
@@ -303,9 +305,7 @@ class Producer(_Side):
         self.commit(n)
 
     def _release_views(self) -> None:
-        if self._loan is not None:
-            self._loan.release()
-            self._loan = None
+        self._r.close()
 
     def close(self) -> None:
         self._close(ring.OFF_PRODUCER_CLOSED, ring.OFF_CONSUMER_WAITING)
@@ -318,51 +318,49 @@ class Consumer(_Side):
     _watch_off = ring.OFF_HEAD
 
     def _watched(self) -> int:
-        return self._head
+        return self._r.head
 
     def __init__(self, *a, **kw) -> None:
         super().__init__(*a, **kw)
-        self._tail = self._a.load(ring.OFF_TAIL)
-        self._head = self._a.load(ring.OFF_HEAD)
-        self._view: memoryview | None = None
-        self._slot: memoryview | None = None
+        assert self._buf is not None
+        self._rbuf = self._buf.toreadonly()  # messages are slices of this one
+        self._r = _ring_end(self, self._rbuf, producer=False)
 
     def _has_message(self) -> bool:
-        self._head = self._a.load(ring.OFF_HEAD)  # acquire: the slot's bytes are all visible now
-        return ring.used(self._head, self._tail, self.slots) > 0
+        self._r.refresh()  # acquire: the slot's bytes are all visible now
+        return ring.used(self._r.head, self._r.tail, self.slots) > 0
 
     def read(self, timeout: float | None = None) -> memoryview:
         """A read-only view of the next message, in place. Valid until release()."""
-        if self._closed:
-            raise ChannelClosed("channel is closed", op="read")
-        if self._view is not None:
-            raise UsageError("the previous message is not released yet", op="read")
-        tail = self._tail
-        if self._head == tail and not self._has_message():  # (as in Producer.loan)
-            self._wait(self._has_message, ring.OFF_CONSUMER_WAITING, ring.OFF_PRODUCER_CLOSED,
-                       timeout, "read")
-        i = tail % self.slots
-        length = self._a.load(self._len_at[i])
-        if length > self.capacity:
-            ring.check_length(length, self.capacity)  # raises, saying why
-        off = self._data_at[i]
-        assert self._buf is not None  # None only once closed
-        self._slot = slot = self._buf[off: off + length]
-        self._view = v = slot.toreadonly()
+        spin = self._spin_ns if timeout is None or timeout >= self.spin else 0  # as in loan
+        v = self._r.read(spin)
+        if v is None:
+            v = self._read_slow(timeout, spin == 0)
         return v
+
+    def _read_slow(self, timeout: float | None, spin: bool) -> memoryview:
+        while True:
+            if self._closed:
+                raise ChannelClosed("channel is closed", op="read")
+            if self._r.out:
+                raise UsageError("the previous message is not released yet", op="read")
+            if not self._has_message():  # raises RingError on impossible counters
+                self._wait(self._has_message, ring.OFF_CONSUMER_WAITING, ring.OFF_PRODUCER_CLOSED,
+                           timeout, "read", spin)
+                spin = True
+            v = self._r.read()
+            if v is not None:
+                return v
+            # a message is there and read() declined: its length word is impossible
+            length = self._a.load(self.layout.length_offset(self._r.tail))
+            ring.check_length(length, self.capacity)  # raises, saying why
 
     def release(self) -> None:
         """Give the slot back to the producer; the view from read() is invalid afterwards."""
-        view = self._view
-        if view is None:
+        waiting = self._r.release()
+        if waiting is None:
             raise UsageError("no message to release", op="release")
-        view.release()
-        self._slot.release()  # type: ignore[union-attr]  # set with _view, in read()
-        self._view = self._slot = None
-        self._tail = tail = self._tail + 1
-        a = self._a
-        a.exchange(ring.OFF_TAIL, tail)
-        if a.load(ring.OFF_PRODUCER_WAITING):
+        if waiting:
             self._wake_peer(ring.OFF_PRODUCER_WAITING)
 
     def recv(self, timeout: float | None = None) -> bytes:
@@ -380,13 +378,20 @@ class Consumer(_Side):
                 return
 
     def _release_views(self) -> None:
-        for v in (self._view, self._slot):
-            if v is not None:
-                v.release()
-        self._view = self._slot = None
+        self._r.close()
+        self._rbuf.release()
 
     def close(self) -> None:
         self._close(ring.OFF_CONSUMER_CLOSED, ring.OFF_PRODUCER_WAITING)
+
+
+def _ring_end(side: _Side, base: memoryview, producer: bool) -> RingEnd:
+    lay = side.layout
+    assert side._buf is not None  # None only once closed
+    return RingEnd(side._buf, base, producer, lay.slots, lay.capacity, lay.stride,
+                   ring.CONTROL_SIZE, ring.SLOT_HEADER, ring.OFF_HEAD, ring.OFF_TAIL,
+                   ring.OFF_CONSUMER_WAITING if producer else ring.OFF_PRODUCER_WAITING,
+                   ring.OFF_CONSUMER_CLOSED if producer else ring.OFF_PRODUCER_CLOSED)
 
 
 # --- set-up over the connection ---------------------------------------------------------
