@@ -20,6 +20,12 @@ Kernel facts and decisions:
   (every HTTP client given `Connection: close`) has usually closed by then, and a
   connection ended both ways is closed with one close(2) per socket: no shutdown(2) calls,
   and the proxy is the passive closer on both sides, so it keeps no TIME_WAIT sockets.
+- In copy and auto modes, established connections are forwarded by `_lane.Lane`, in C:
+  it owns the epoll wait, moves the bytes of the connections handed to it, and gives back
+  every other event and every connection it is done with (ended both ways, reset, failed,
+  or turned bulk, which the worker then splices). The worker keeps accept, connect,
+  balancing, checks, timers and every close; a connection is in the lane from connected
+  to its end, so a worker with a fault-injecting `ops` (tests) forwards in Python.
 - Connection sockets are `_socket.socket`, the C type under `socket.socket`: the same
   methods without socket.py's per-object Python layer (its __init__ and close() showed
   as 15 % of a worker's time at 10k connections/s).
@@ -44,6 +50,7 @@ from dataclasses import replace
 
 from fastpath.kernel.files import atomic_write
 from fastpath.proxy import errnos, forward
+from fastpath.proxy._lane import BULK, FAILED, Lane
 from fastpath.proxy.accel import AccelProbe
 from fastpath.proxy.balance import Backend
 from fastpath.proxy.config import ProxyConfig
@@ -63,6 +70,7 @@ OUT_EV = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 # (the kernel's queue holds the connections); that one connection gone -> take the next
 _ACCEPT_PAUSE_ERRNOS = errnos.of(errnos.ACCEPT, errnos.Decision.PAUSE_ACCEPT)
 _ACCEPT_SKIP_ERRNOS = errnos.of(errnos.ACCEPT, errnos.Decision.SKIP_ACCEPTED)
+_PEER_GONE_ERRNOS = errnos.of(errnos.DATA, errnos.Decision.PEER_GONE)  # the Lane's resets
 FD_RESERVE = 16      # fds kept free for a backend socket, pipes, checks, the status file
 TICK = 0.1            # timer resolution: timeouts are checked this often
 PUBLISH_EVERY = 0.5   # status file refresh
@@ -72,7 +80,8 @@ TABLE_KEY = b"services"   # SharedTable key: JSON {service: [[ip, port], ...]}
 
 class Conn:
     __slots__ = ("id", "svc", "client", "backend", "be", "peer", "c2b", "b2c", "r_c2b",
-                 "r_b2c", "connecting", "deadline", "last", "closed", "fin_held")
+                 "r_b2c", "connecting", "deadline", "last", "closed", "fin_held", "in_lane",
+                 "modes")
 
     def __init__(self, cid, svc, client, peer) -> None:
         self.id = cid
@@ -91,6 +100,8 @@ class Conn:
         self.last = 0.0
         self.closed = False
         self.fin_held = False   # on the worker's fin_later list
+        self.in_lane = False    # forwarded by the Lane (c2b, b2c stay None meanwhile)
+        self.modes = ("copy", "copy", True)  # c2b mode, b2c mode, redirect detection
 
 
 class Worker:
@@ -114,6 +125,10 @@ class Worker:
         self.conns: dict[int, tuple[Conn, bool]] = {}   # fd -> (conn, is_client)
         self.checks = HealthChecks(self.ep)
         self.ready: collections.deque = collections.deque()
+        self.lane: Lane | None = None
+        if type(self.ops) is SocketOps and cfg.mode != "splice":
+            self.lane = Lane(self.ep.fileno(), sorted(_PEER_GONE_ERRNOS), forward.COPY_BUFSIZE,
+                             cfg.splice_min if cfg.mode == "auto" else 0)
         self.fin_later: list[Conn] = []   # connections with a FIN held (see the docstring)
         self.live: dict[int, Conn] = {}
         self._cid = 0
@@ -266,13 +281,62 @@ class Worker:
             if self.accel.is_accelerated(conn.backend):
                 bmode = "copy"
                 self.counters["accel_sockets"] += 1
+        conn.modes = (cmode, bmode, detect)
+        conn.last = now
+        if self.lane is not None and cmode != "splice" and bmode != "splice":
+            self.lane.add(cfd, bfd, cmode == "auto", bmode == "auto")
+            conn.in_lane = True
+            # edges seen while connecting were not acted on: pump both once
+            for report in self.lane.pump(cfd):
+                self._from_lane(report, now)
+            return
         conn.c2b = Direction(cfd, bfd, self.ops, self.pipes, cmode, smin, "c2b", self.shared_buf,
                              detect, conn.backend, hold_fin=True)
         conn.b2c = Direction(bfd, cfd, self.ops, self.pipes, bmode, smin, "b2c", self.shared_buf,
                              detect, conn.client, hold_fin=True)
-        conn.last = now
-        # edges seen while connecting were not acted on: pump both once
         self._pump(conn, True, True)
+
+    def _from_lane(self, report: tuple, now: float) -> None:
+        """A connection the Lane let go (see _lane.c for the report's fields)."""
+        cfd, r1, r2, moved1, moved2, err, pend1, pend2, flags = report
+        got = self.conns.get(cfd)
+        if got is None:
+            return
+        conn = got[0]
+        conn.in_lane = False
+        conn.last = now
+        if r1 == FAILED or r2 == FAILED:
+            self.counters["bytes_copied"] += moved1 + moved2
+            self._broken(conn, OSError(err, os.strerror(err)))
+        elif (r1 >= forward.SRC_RESET and r1 != BULK) or (r2 >= forward.SRC_RESET and r2 != BULK):
+            self.counters["bytes_copied"] += moved1 + moved2
+            self._reset(conn, r1, r2)
+        elif flags & 0b10 and flags & 0b10000:  # both directions ended
+            self.counters["bytes_copied"] += moved1 + moved2
+            self._close(conn, clean=True, ended=True)
+        else:  # a bulk transfer: the worker splices from here on
+            cmode, bmode, detect = conn.modes
+            cfd, bfd = conn.client.fileno(), conn.backend.fileno()
+            conn.c2b = self._direction(cfd, bfd, conn.backend, "c2b", cmode, detect, moved1,
+                                       pend1, flags)
+            conn.b2c = self._direction(bfd, cfd, conn.client, "b2c", bmode, detect, moved2,
+                                       pend2, flags >> 3)
+            self._pump(conn, True, True)
+
+    def _direction(self, src: int, dst: int, dst_sock, name: str, mode: str, detect: bool,
+                   moved: int, pending: bytes, flags: int) -> Direction:
+        """A Direction that goes on where the Lane left one (flags: eof, shut, fin_sent,
+        then at bit 6 (c2b) or 3 (b2c, shifted) bulk)."""
+        d = Direction(src, dst, self.ops, self.pipes, mode, self.cfg.splice_min, name,
+                      self.shared_buf, detect, dst_sock, hold_fin=True)
+        d.bytes = d.copied = moved
+        if pending:
+            d.buf = bytearray(pending)
+            d.start, d.end = 0, len(pending)
+        d.eof, d.shut, d.fin_sent = bool(flags & 1), bool(flags & 2), bool(flags & 4)
+        if flags & (1 << 6) and mode == "auto":
+            d.splicing = True
+        return d
 
     # --- forwarding
 
@@ -326,6 +390,9 @@ class Worker:
         if conn.closed:
             return
         conn.closed = True
+        if conn.in_lane:
+            conn.in_lane = False
+            self.lane.remove(conn.client.fileno())  # type: ignore[union-attr]  # in_lane: a lane
         for d in (conn.c2b, conn.b2c):
             if d is not None:
                 self.counters["bytes_spliced"] += d.spliced
@@ -364,8 +431,8 @@ class Worker:
             conn.client.close()
 
     def _on_conn_event(self, conn: Conn, is_client: bool, ev: int, now: float) -> None:
-        if conn.closed:
-            return
+        if conn.closed or conn.in_lane:
+            return  # in the lane: an edge from before it took the pair; its first pump read it
         conn.last = now
         if conn.connecting:
             if is_client:
@@ -399,7 +466,8 @@ class Worker:
                     log.warning("%s: backend %s: connect timeout; closing client %s:%s",
                                 conn.svc.svc.name, conn.be.label, conn.peer[0], conn.peer[1])
                     self._close(conn, clean=True)
-            elif now - conn.last >= conn.svc.svc.idle_timeout:
+            elif now - (self._lane_last(conn) if conn.in_lane else conn.last) >= \
+                    conn.svc.svc.idle_timeout:
                 self.counters["idle_timeouts"] += 1
                 log.info("%s: connection of %s:%s idle for %.1fs; closed", conn.svc.svc.name,
                          conn.peer[0], conn.peer[1], now - conn.last)
@@ -414,6 +482,11 @@ class Worker:
             else:
                 self.accept_paused_until = now + 0.1
         self.pipes.trim(now)
+
+    def _lane_last(self, conn: Conn) -> float:
+        assert self.lane is not None  # in_lane
+        last = self.lane.last(conn.client.fileno())
+        return conn.last if last is None else last
 
     def _read_table(self) -> None:
         """Apply the master's service table if it changed since the last look (callers
@@ -482,6 +555,7 @@ class Worker:
         next_tick = now + TICK
         next_pub = now
         poll = self.ep.poll
+        lane = self.lane
         conns, services, checks, table = self.conns, self.services, self.checks, self.table
         if table is not None:
             self._read_table()
@@ -494,12 +568,18 @@ class Worker:
                 table.quiescent()  # holds nothing read from the table across iterations
             held, self.fin_later = self.fin_later, []
             timeout = 0 if self.ready or held else max(0.0, next_tick - time.monotonic())
+            done: list = []
             try:
-                events = poll(timeout, 256)
+                if lane is not None:
+                    events, done = lane.poll(timeout)
+                else:
+                    events = poll(timeout, 256)
             except InterruptedError:
                 self.fin_later[:0] = held
                 continue
             now = time.monotonic()
+            for report in done:
+                self._from_lane(report, now)
             for fd, ev in events:
                 got = conns.get(fd)
                 if got is not None:
