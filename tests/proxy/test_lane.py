@@ -61,7 +61,7 @@ def test_bytes_through_a_blocked_peer_then_held_fins_and_the_end(rig):
     ep, client, c, b, backend = rig
     lane = Lane(ep.fileno(), GONE, 65536, 0)
     lane.add(c.fileno(), b.fileno(), False, False)
-    assert lane.pump(c.fileno()) == [] and lane.pairs == 1
+    assert lane.pump(c.fileno(), 0) == [] and lane.pairs == 1
     data = os.urandom(4 << 20)  # more than both socket buffers: the lane must hold some
     client.setblocking(False)
     sent = 0

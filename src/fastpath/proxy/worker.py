@@ -50,7 +50,7 @@ from dataclasses import replace
 
 from fastpath.kernel.files import atomic_write
 from fastpath.proxy import errnos, forward
-from fastpath.proxy._lane import BULK, FAILED, Lane
+from fastpath.proxy._lane import BULK, FAILED, Lane, accept
 from fastpath.proxy.accel import AccelProbe
 from fastpath.proxy.balance import Backend
 from fastpath.proxy.config import ProxyConfig
@@ -71,6 +71,7 @@ OUT_EV = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 _ACCEPT_PAUSE_ERRNOS = errnos.of(errnos.ACCEPT, errnos.Decision.PAUSE_ACCEPT)
 _ACCEPT_SKIP_ERRNOS = errnos.of(errnos.ACCEPT, errnos.Decision.SKIP_ACCEPTED)
 _PEER_GONE_ERRNOS = errnos.of(errnos.DATA, errnos.Decision.PEER_GONE)  # the Lane's resets
+_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK  # no ioctl to make it so
 FD_RESERVE = 16      # fds kept free for a backend socket, pipes, checks, the status file
 TICK = 0.1            # timer resolution: timeouts are checked this often
 PUBLISH_EVERY = 0.5   # status file refresh
@@ -81,7 +82,7 @@ TABLE_KEY = b"services"   # SharedTable key: JSON {service: [[ip, port], ...]}
 class Conn:
     __slots__ = ("id", "svc", "client", "backend", "be", "peer", "c2b", "b2c", "r_c2b",
                  "r_b2c", "connecting", "deadline", "last", "closed", "fin_held", "in_lane",
-                 "modes")
+                 "modes", "client_events")
 
     def __init__(self, cid, svc, client, peer) -> None:
         self.id = cid
@@ -102,6 +103,7 @@ class Conn:
         self.fin_held = False   # on the worker's fin_later list
         self.in_lane = False    # forwarded by the Lane (c2b, b2c stay None meanwhile)
         self.modes = ("copy", "copy", True)  # c2b mode, b2c mode, redirect detection
+        self.client_events = 0  # epoll masks of the client seen while connecting
 
 
 class Worker:
@@ -166,14 +168,13 @@ class Worker:
             self.ep.modify(st.listener.fileno(), select.EPOLLIN)
 
     def _accept(self, st: ServiceState, now: float) -> None:
-        ls = st.listener
+        lfd = st.listener.fileno()
         for _ in range(ACCEPT_BATCH):
             if st.conns >= st.limit:
                 self._pause(st)  # maxconn: new ones wait in the kernel's accept queue
                 return
             try:
-                # the C accept under socket.accept, which would wrap it in a socket.socket
-                cfd, peer = ls._accept()  # type: ignore[attr-defined]
+                cfd, peer = accept(lfd)  # non-blocking already (_lane.c says why)
             except BlockingIOError:
                 return  # the accept queue is empty
             except OSError as e:
@@ -184,8 +185,7 @@ class Worker:
                     log.debug("%s: accept: %s", st.svc.name, errnos.why(errnos.ACCEPT, e.errno))
                     continue
                 raise
-            client = RawSocket(st.family, socket.SOCK_STREAM, 0, cfd)
-            client.setblocking(False)
+            client = RawSocket(st.family, _STREAM_NONBLOCK, 0, cfd)
             fd = cfd
             st.accepted += 1
             self._cid += 1
@@ -287,7 +287,7 @@ class Worker:
             self.lane.add(cfd, bfd, cmode == "auto", bmode == "auto")
             conn.in_lane = True
             # edges seen while connecting were not acted on: pump both once
-            for report in self.lane.pump(cfd):
+            for report in self.lane.pump(cfd, conn.client_events):
                 self._from_lane(report, now)
             return
         conn.c2b = Direction(cfd, bfd, self.ops, self.pipes, cmode, smin, "c2b", self.shared_buf,
@@ -436,6 +436,7 @@ class Worker:
         conn.last = now
         if conn.connecting:
             if is_client:
+                conn.client_events |= ev
                 return  # nothing to forward to yet; _connected pumps both
             # writable without an error: connected (connect(2), EINPROGRESS); only an
             # error or hang-up needs SO_ERROR to say which
