@@ -16,6 +16,11 @@
  * peer's counter (spin.h) before declining, so a spinning side returns one cache-line
  * transfer after the peer's commit or release, without going back to Python first.
  *
+ * The api_* methods are a Producer's / Consumer's public loan, commit, read and release
+ * themselves (channel.py binds them on the instance, so a call runs no Python frame):
+ * they finish the fast case here, wake a sleeping peer through its eventfd, and call the
+ * owner's Python slow path (through a weak reference: no cycle) for everything else.
+ *
  * Views are slices of memoryviews the caller passes in (writable for a producer,
  * read-only for a consumer), never raw pointers: the mmap refuses to close while one is
  * alive, as it does for views made in Python. The ordering is channel.py's: payload and
@@ -24,7 +29,9 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
 #include <stdint.h>
+#include <unistd.h>
 #include "../spin.h"
 
 typedef struct {
@@ -37,6 +44,10 @@ typedef struct {
     uint64_t slots, capacity, stride, control, slot_header;
     Py_ssize_t off_head, off_tail, off_peer_waiting, off_peer_closed;
     uint64_t head, tail;    /* our cached copies; ours is authoritative, the peer's is a snapshot */
+    PyObject *owner;        /* weakref to the Producer/Consumer, for the slow paths */
+    int wake_efd;           /* the peer's eventfd; -1 once closed */
+    int64_t spin_ns;        /* the owner's spin budget */
+    double spin_s;
 } RingEnd;
 
 static inline uint64_t *
@@ -89,6 +100,7 @@ re_init(RingEnd *r, PyObject *args, PyObject *kwds)
     r->slots = slots; r->capacity = capacity; r->stride = stride; r->control = control;
     r->slot_header = slot_header;
     r->off_head = oh; r->off_tail = ot; r->off_peer_waiting = ow; r->off_peer_closed = oc;
+    r->wake_efd = -1;
     r->head = __atomic_load_n(word(r, oh), __ATOMIC_ACQUIRE);
     r->tail = __atomic_load_n(word(r, ot), __ATOMIC_ACQUIRE);
     return 0;
@@ -114,6 +126,7 @@ drop_out(RingEnd *r)
 static void
 re_dealloc(RingEnd *r)
 {
+    Py_CLEAR(r->owner);
     Py_CLEAR(r->out);
     Py_CLEAR(r->base);
     if (r->held)
@@ -292,10 +305,187 @@ re_refresh(RingEnd *r, PyObject *Py_UNUSED(ignored))
         r->head = __atomic_load_n(word(r, r->off_head), __ATOMIC_ACQUIRE));
 }
 
+/* bind(owner, wake_efd, spin_s): what the api_* methods need. */
+static PyObject *
+re_bind(RingEnd *r, PyObject *args)
+{
+    PyObject *owner;
+    int efd;
+    double spin;
+    if (!PyArg_ParseTuple(args, "Oid:bind", &owner, &efd, &spin))
+        return NULL;
+    PyObject *ref = PyWeakref_NewRef(owner, NULL);
+    if (!ref)
+        return NULL;
+    Py_XSETREF(r->owner, ref);
+    r->wake_efd = efd;
+    r->spin_s = spin > 0 ? spin : 0;
+    r->spin_ns = (int64_t)(r->spin_s * 1e9);
+    Py_RETURN_NONE;
+}
+
+/* Call owner.<name>(*args) for a slow path; the owner is alive while its method runs. */
+static PyObject *
+slow(RingEnd *r, const char *name, PyObject *args)
+{
+    PyObject *owner = r->owner ? PyWeakref_GetObject(r->owner) : Py_None;
+    if (owner == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "channel end is gone");
+        return NULL;
+    }
+    PyObject *fn = PyObject_GetAttrString(owner, name);
+    if (!fn)
+        return NULL;
+    PyObject *res = PyObject_Call(fn, args, NULL);
+    Py_DECREF(fn);
+    return res;
+}
+
+static int
+wake(RingEnd *r)
+{
+    uint64_t one = 1;
+    if (r->wake_efd < 0)
+        return 0;
+    if (write(r->wake_efd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;  /* EAGAIN: the counter is at its maximum, the peer has wakeups pending */
+}
+
+/* The optional `timeout` of api_loan/api_read (positional or keyword); *spin is the spin
+ * budget it allows: all of it, unless the timeout is shorter. */
+static int
+timeout_arg(RingEnd *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+            PyObject **timeout, int64_t *spin)
+{
+    *timeout = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 1) {
+        PyErr_SetString(PyExc_TypeError, "expected at most one argument, timeout");
+        return -1;
+    }
+    if (nargs == 1)
+        *timeout = args[0];
+    else if (nkw == 1) {
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(kwnames, 0)) ||
+            PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout") != 0) {
+            PyErr_SetString(PyExc_TypeError, "the only keyword is timeout");
+            return -1;
+        }
+        *timeout = args[0];
+    }
+    *spin = r->spin_ns;
+    if (*timeout != Py_None) {
+        double t = PyFloat_AsDouble(*timeout);
+        if (t == -1.0 && PyErr_Occurred())
+            return -1;
+        if (t < r->spin_s)
+            *spin = 0;
+    }
+    return 0;
+}
+
+/* loan(timeout=None) of a Producer. */
+static PyObject *
+re_api_loan(RingEnd *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *timeout;
+    int64_t spin;
+    if (timeout_arg(r, args, nargs, kwnames, &timeout, &spin) < 0)
+        return NULL;
+    PyObject *sp = PyLong_FromLongLong(spin);
+    if (!sp)
+        return NULL;
+    PyObject *v = re_loan(r, &sp, 1);
+    Py_DECREF(sp);
+    if (v != Py_None)
+        return v;
+    Py_DECREF(v);
+    PyObject *a = Py_BuildValue("(OO)", timeout, spin == 0 ? Py_True : Py_False);
+    if (!a)
+        return NULL;
+    v = slow(r, "_loan_slow", a);
+    Py_DECREF(a);
+    return v;
+}
+
+/* read(timeout=None) of a Consumer. */
+static PyObject *
+re_api_read(RingEnd *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *timeout;
+    int64_t spin;
+    if (timeout_arg(r, args, nargs, kwnames, &timeout, &spin) < 0)
+        return NULL;
+    PyObject *sp = PyLong_FromLongLong(spin);
+    if (!sp)
+        return NULL;
+    PyObject *v = re_read(r, &sp, 1);
+    Py_DECREF(sp);
+    if (v != Py_None)
+        return v;
+    Py_DECREF(v);
+    PyObject *a = Py_BuildValue("(OO)", timeout, spin == 0 ? Py_True : Py_False);
+    if (!a)
+        return NULL;
+    v = slow(r, "_read_slow", a);
+    Py_DECREF(a);
+    return v;
+}
+
+/* commit(length) of a Producer. */
+static PyObject *
+re_api_commit(RingEnd *r, PyObject *arg)
+{
+    PyObject *w = re_commit(r, arg);
+    if (!w)
+        return NULL;
+    if (w == Py_None) {
+        Py_DECREF(w);
+        PyObject *a = PyTuple_Pack(1, arg);
+        if (!a)
+            return NULL;
+        PyObject *res = slow(r, "_commit_refused", a);
+        Py_DECREF(a);
+        return res;
+    }
+    int waiting = w == Py_True;
+    Py_DECREF(w);
+    if (waiting && wake(r) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* release() of a Consumer. */
+static PyObject *
+re_api_release(RingEnd *r, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *w = re_release(r, NULL);
+    if (!w)
+        return NULL;
+    if (w == Py_None) {
+        Py_DECREF(w);
+        PyObject *a = PyTuple_New(0);
+        if (!a)
+            return NULL;
+        PyObject *res = slow(r, "_release_refused", a);
+        Py_DECREF(a);
+        return res;
+    }
+    int waiting = w == Py_True;
+    Py_DECREF(w);
+    if (waiting && wake(r) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 /* close(): release the view out (if any), the base and the region; later calls decline. */
 static PyObject *
 re_close(RingEnd *r, PyObject *Py_UNUSED(ignored))
 {
+    r->wake_efd = -1;  /* the owner closes it next */
     int err = drop_out(r);
     Py_CLEAR(r->base);
     if (r->held) {
@@ -334,6 +524,13 @@ static PyMethodDef re_methods[] = {
     {"release", (PyCFunction)re_release, METH_NOARGS, "release() -> bool | None"},
     {"refresh", (PyCFunction)re_refresh, METH_NOARGS, "refresh() -> the peer's counter"},
     {"close", (PyCFunction)re_close, METH_NOARGS, "release views and buffers"},
+    {"bind", (PyCFunction)re_bind, METH_VARARGS, "bind(owner, wake_efd, spin_s)"},
+    {"api_loan", (PyCFunction)(void (*)(void))re_api_loan, METH_FASTCALL | METH_KEYWORDS,
+     "Producer.loan(timeout=None)"},
+    {"api_commit", (PyCFunction)re_api_commit, METH_O, "Producer.commit(length)"},
+    {"api_read", (PyCFunction)(void (*)(void))re_api_read, METH_FASTCALL | METH_KEYWORDS,
+     "Consumer.read(timeout=None)"},
+    {"api_release", (PyCFunction)re_api_release, METH_NOARGS, "Consumer.release()"},
     {NULL}
 };
 

@@ -254,6 +254,10 @@ class Producer(_Side):
         # they cannot finish, and the methods below then say why, wait or raise
         assert self._buf is not None
         self._r = _ring_end(self, self._buf, producer=True)
+        # the public calls are RingEnd's own (no Python frame per message); the methods
+        # below are what they fall back to, and the documented API
+        self.loan = self._r.api_loan  # type: ignore[method-assign]
+        self.commit = self._r.api_commit  # type: ignore[method-assign,assignment]
 
     def _has_space(self) -> bool:
         self._r.refresh()  # acquire: the consumer is done with the slot
@@ -262,12 +266,9 @@ class Producer(_Side):
     def loan(self, timeout: float | None = None) -> memoryview:
         """A writable view of the next free slot (`capacity` bytes). Blocks while the ring is
         full (backpressure) up to `timeout` seconds; 0 means do not wait."""
-        # a spinning side spins in C first, unless the timeout is shorter than the spin
-        spin = self._spin_ns if timeout is None or timeout >= self.spin else 0
-        v = self._r.loan(spin)
-        if v is None:
-            v = self._loan_slow(timeout, spin == 0)
-        return v
+        # a spinning side spins in C first, unless the timeout is shorter than the spin;
+        # then _loan_slow says why it cannot, waits or raises
+        return self._r.api_loan(timeout)
 
     def _loan_slow(self, timeout: float | None, spin: bool) -> memoryview:
         while True:
@@ -287,13 +288,12 @@ class Producer(_Side):
 
     def commit(self, length: int) -> None:
         """Publish the loaned slot's first `length` bytes as the next message."""
-        waiting = self._r.commit(length)
-        if waiting is None:
-            if not self._r.out:
-                raise UsageError("no slot on loan", op="commit")
-            raise UsageError(f"length {length} outside slot capacity {self.capacity}", op="commit")
-        if waiting:
-            self._wake_peer(ring.OFF_CONSUMER_WAITING)
+        self._r.api_commit(length)  # wakes a sleeping consumer; _commit_refused otherwise
+
+    def _commit_refused(self, length: int) -> None:
+        if not self._r.out:
+            raise UsageError("no slot on loan", op="commit")
+        raise UsageError(f"length {length} outside slot capacity {self.capacity}", op="commit")
 
     def send(self, data, timeout: float | None = None) -> None:
         """Copy `data` into a slot and commit it (one memcpy)."""
@@ -325,6 +325,8 @@ class Consumer(_Side):
         assert self._buf is not None
         self._rbuf = self._buf.toreadonly()  # messages are slices of this one
         self._r = _ring_end(self, self._rbuf, producer=False)
+        self.read = self._r.api_read  # type: ignore[method-assign]  # as in Producer
+        self.release = self._r.api_release  # type: ignore[method-assign]
 
     def _has_message(self) -> bool:
         self._r.refresh()  # acquire: the slot's bytes are all visible now
@@ -332,11 +334,7 @@ class Consumer(_Side):
 
     def read(self, timeout: float | None = None) -> memoryview:
         """A read-only view of the next message, in place. Valid until release()."""
-        spin = self._spin_ns if timeout is None or timeout >= self.spin else 0  # as in loan
-        v = self._r.read(spin)
-        if v is None:
-            v = self._read_slow(timeout, spin == 0)
-        return v
+        return self._r.api_read(timeout)  # as Producer.loan
 
     def _read_slow(self, timeout: float | None, spin: bool) -> memoryview:
         while True:
@@ -357,11 +355,10 @@ class Consumer(_Side):
 
     def release(self) -> None:
         """Give the slot back to the producer; the view from read() is invalid afterwards."""
-        waiting = self._r.release()
-        if waiting is None:
-            raise UsageError("no message to release", op="release")
-        if waiting:
-            self._wake_peer(ring.OFF_PRODUCER_WAITING)
+        self._r.api_release()  # wakes a sleeping producer; _release_refused otherwise
+
+    def _release_refused(self) -> None:
+        raise UsageError("no message to release", op="release")
 
     def recv(self, timeout: float | None = None) -> bytes:
         """read() + copy + release(), for callers that want bytes."""
@@ -388,10 +385,12 @@ class Consumer(_Side):
 def _ring_end(side: _Side, base: memoryview, producer: bool) -> RingEnd:
     lay = side.layout
     assert side._buf is not None  # None only once closed
-    return RingEnd(side._buf, base, producer, lay.slots, lay.capacity, lay.stride,
-                   ring.CONTROL_SIZE, ring.SLOT_HEADER, ring.OFF_HEAD, ring.OFF_TAIL,
-                   ring.OFF_CONSUMER_WAITING if producer else ring.OFF_PRODUCER_WAITING,
-                   ring.OFF_CONSUMER_CLOSED if producer else ring.OFF_PRODUCER_CLOSED)
+    end = RingEnd(side._buf, base, producer, lay.slots, lay.capacity, lay.stride,
+                  ring.CONTROL_SIZE, ring.SLOT_HEADER, ring.OFF_HEAD, ring.OFF_TAIL,
+                  ring.OFF_CONSUMER_WAITING if producer else ring.OFF_PRODUCER_WAITING,
+                  ring.OFF_CONSUMER_CLOSED if producer else ring.OFF_PRODUCER_CLOSED)
+    end.bind(side, side._wake_efd, side.spin)
+    return end
 
 
 # --- set-up over the connection ---------------------------------------------------------
