@@ -11,6 +11,7 @@ import time
 import pytest
 
 from fastpath._atomic import AtomicView
+from fastpath.errors import UsageError
 from fastpath.shm import channel, ring
 from fastpath.shm import header as hdr
 from fastpath.shm.errors import ChannelClosed, ChannelTimeout, PeerDied
@@ -319,3 +320,26 @@ def test_a_timeout_shorter_than_the_spin_is_kept(pair):
     assert time.monotonic() - t0 < 0.04
     assert cons.recv(timeout=0) == b"y"
     assert len(prod.loan(timeout=0)) == 256                  # a release makes room at once
+
+
+def test_misuse_is_a_usage_error_naming_the_call(pair):
+    prod, cons = pair
+    with pytest.raises(UsageError, match="commit: no slot on loan"):
+        prod.commit(1)
+    v = prod.loan(0)                                         # positional timeout too
+    with pytest.raises(UsageError, match="already on loan"):
+        prod.loan(timeout=0)
+    with pytest.raises(UsageError, match="outside slot capacity"):
+        prod.commit(257)
+    v[:2] = b"ok"
+    prod.commit(2)
+    with pytest.raises(ValueError):
+        v[0]                                                 # the loan ended with commit
+    with pytest.raises(UsageError, match="release: no message to release"):
+        cons.release()
+    assert bytes(cons.read(timeout=1)) == b"ok"
+    with pytest.raises(UsageError, match="not released yet"):
+        cons.read(timeout=0)
+    with pytest.raises(TypeError):
+        cons.read(timeout=0, spin=1)
+    cons.release()

@@ -185,13 +185,10 @@ spin_on(RingEnd *r, Py_ssize_t off, uint64_t old, int64_t spin_ns, uint64_t *now
     }
 }
 
-/* loan([spin_ns]) -> writable view of the next free slot, or None (see the top comment). */
+/* The writable view of the next free slot, or None (see the top comment). */
 static PyObject *
-re_loan(RingEnd *r, PyObject *const *args, Py_ssize_t nargs)
+loan_fast(RingEnd *r, int64_t spin_ns)
 {
-    int64_t spin_ns;
-    if (spin_arg(args, nargs, &spin_ns) < 0)
-        return NULL;
     LIVE(r);
     if (!r->producer || r->out || __atomic_load_n(word(r, r->off_peer_closed), __ATOMIC_ACQUIRE))
         DECLINE;
@@ -237,14 +234,11 @@ re_commit(RingEnd *r, PyObject *arg)
     return PyBool_FromLong(__atomic_load_n(word(r, r->off_peer_waiting), __ATOMIC_ACQUIRE) != 0);
 }
 
-/* read([spin_ns]) -> read-only view of the next message, or None (empty, a view still
- * out, impossible counters or length: channel.py tells which). */
+/* The read-only view of the next message, or None (empty, a view still out, impossible
+ * counters or length: channel.py tells which). */
 static PyObject *
-re_read(RingEnd *r, PyObject *const *args, Py_ssize_t nargs)
+read_fast(RingEnd *r, int64_t spin_ns)
 {
-    int64_t spin_ns;
-    if (spin_arg(args, nargs, &spin_ns) < 0)
-        return NULL;
     LIVE(r);
     if (r->producer || r->out)
         DECLINE;
@@ -273,6 +267,21 @@ re_read(RingEnd *r, PyObject *const *args, Py_ssize_t nargs)
     Py_INCREF(v);
     r->out = v;
     return v;
+}
+
+/* loan([spin_ns]) and read([spin_ns]): the fast paths alone, for tests and tools. */
+static PyObject *
+re_loan(RingEnd *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t spin_ns;
+    return spin_arg(args, nargs, &spin_ns) < 0 ? NULL : loan_fast(r, spin_ns);
+}
+
+static PyObject *
+re_read(RingEnd *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t spin_ns;
+    return spin_arg(args, nargs, &spin_ns) < 0 ? NULL : read_fast(r, spin_ns);
 }
 
 /* release() -> True when the producer sleeps (wake it), or None (no message out). */
@@ -387,98 +396,84 @@ timeout_arg(RingEnd *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnam
     return 0;
 }
 
-/* loan(timeout=None) of a Producer. */
+/* Producer.loan(timeout=None) and Consumer.read(timeout=None): the fast path, with the
+ * spin the timeout allows, else the owner's slow path (timeout, spin) in Python. */
+static PyObject *
+api_take(RingEnd *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+         PyObject *(*fast)(RingEnd *, int64_t), const char *slow_name)
+{
+    PyObject *timeout;
+    int64_t spin;
+    if (timeout_arg(r, args, nargs, kwnames, &timeout, &spin) < 0)
+        return NULL;
+    PyObject *v = fast(r, spin);
+    if (v != Py_None)
+        return v;
+    Py_DECREF(v);
+    PyObject *a = Py_BuildValue("(OO)", timeout, spin == 0 ? Py_True : Py_False);
+    if (!a)
+        return NULL;
+    v = slow(r, slow_name, a);
+    Py_DECREF(a);
+    return v;
+}
+
 static PyObject *
 re_api_loan(RingEnd *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *timeout;
-    int64_t spin;
-    if (timeout_arg(r, args, nargs, kwnames, &timeout, &spin) < 0)
-        return NULL;
-    PyObject *sp = PyLong_FromLongLong(spin);
-    if (!sp)
-        return NULL;
-    PyObject *v = re_loan(r, &sp, 1);
-    Py_DECREF(sp);
-    if (v != Py_None)
-        return v;
-    Py_DECREF(v);
-    PyObject *a = Py_BuildValue("(OO)", timeout, spin == 0 ? Py_True : Py_False);
-    if (!a)
-        return NULL;
-    v = slow(r, "_loan_slow", a);
-    Py_DECREF(a);
-    return v;
+    return api_take(r, args, nargs, kwnames, loan_fast, "_loan_slow");
 }
 
-/* read(timeout=None) of a Consumer. */
 static PyObject *
 re_api_read(RingEnd *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *timeout;
-    int64_t spin;
-    if (timeout_arg(r, args, nargs, kwnames, &timeout, &spin) < 0)
-        return NULL;
-    PyObject *sp = PyLong_FromLongLong(spin);
-    if (!sp)
-        return NULL;
-    PyObject *v = re_read(r, &sp, 1);
-    Py_DECREF(sp);
-    if (v != Py_None)
-        return v;
-    Py_DECREF(v);
-    PyObject *a = Py_BuildValue("(OO)", timeout, spin == 0 ? Py_True : Py_False);
-    if (!a)
-        return NULL;
-    v = slow(r, "_read_slow", a);
-    Py_DECREF(a);
-    return v;
+    return api_take(r, args, nargs, kwnames, read_fast, "_read_slow");
 }
 
-/* commit(length) of a Producer. */
+/* Producer.commit(length) and Consumer.release(): `w` is what re_commit/re_release said:
+ * wake a sleeping peer, or let the owner's slow path (with `args`) raise. */
+static PyObject *
+api_give(RingEnd *r, PyObject *w, const char *slow_name, PyObject *args)
+{
+    if (!w)
+        return NULL;
+    if (w == Py_None) {
+        Py_DECREF(w);
+        return slow(r, slow_name, args);
+    }
+    int waiting = w == Py_True;
+    Py_DECREF(w);
+    if (waiting && wake(r) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 re_api_commit(RingEnd *r, PyObject *arg)
 {
     PyObject *w = re_commit(r, arg);
-    if (!w)
-        return NULL;
-    if (w == Py_None) {
+    if (w != Py_None)
+        return api_give(r, w, NULL, NULL);
+    PyObject *a = PyTuple_Pack(1, arg);
+    PyObject *res = a ? api_give(r, w, "_commit_refused", a) : NULL;
+    Py_XDECREF(a);
+    if (!a)
         Py_DECREF(w);
-        PyObject *a = PyTuple_Pack(1, arg);
-        if (!a)
-            return NULL;
-        PyObject *res = slow(r, "_commit_refused", a);
-        Py_DECREF(a);
-        return res;
-    }
-    int waiting = w == Py_True;
-    Py_DECREF(w);
-    if (waiting && wake(r) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return res;
 }
 
-/* release() of a Consumer. */
 static PyObject *
 re_api_release(RingEnd *r, PyObject *Py_UNUSED(ignored))
 {
     PyObject *w = re_release(r, NULL);
-    if (!w)
-        return NULL;
-    if (w == Py_None) {
+    if (w != Py_None)
+        return api_give(r, w, NULL, NULL);
+    PyObject *a = PyTuple_New(0);
+    PyObject *res = a ? api_give(r, w, "_release_refused", a) : NULL;
+    Py_XDECREF(a);
+    if (!a)
         Py_DECREF(w);
-        PyObject *a = PyTuple_New(0);
-        if (!a)
-            return NULL;
-        PyObject *res = slow(r, "_release_refused", a);
-        Py_DECREF(a);
-        return res;
-    }
-    int waiting = w == Py_True;
-    Py_DECREF(w);
-    if (waiting && wake(r) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return res;
 }
 
 /* close(): release the view out (if any), the base and the region; later calls decline. */
