@@ -213,6 +213,17 @@ loan_fast(RingEnd *r, int64_t spin_ns)
     return v;
 }
 
+/* Move our own counter (head of a producer, tail of a consumer) one on and publish it:
+ * seq_cst, the release plus the Dekker check against the peer's waiting flag, which is
+ * read next. -> True when the peer sleeps (the caller wakes it). */
+static PyObject *
+advance(RingEnd *r, uint64_t *counter, Py_ssize_t off)
+{
+    (*counter)++;
+    __atomic_exchange_n(word(r, off), *counter, __ATOMIC_SEQ_CST);
+    return PyBool_FromLong(__atomic_load_n(word(r, r->off_peer_waiting), __ATOMIC_ACQUIRE) != 0);
+}
+
 /* commit(length) -> True when the consumer sleeps (wake it), or None (nothing on loan,
  * length out of range). */
 static PyObject *
@@ -229,9 +240,7 @@ re_commit(RingEnd *r, PyObject *arg)
     if (drop_out(r) < 0)
         return NULL;
     *word(r, (Py_ssize_t)(r->control + (r->head % r->slots) * r->stride)) = length;
-    r->head++;
-    __atomic_exchange_n(word(r, r->off_head), r->head, __ATOMIC_SEQ_CST);
-    return PyBool_FromLong(__atomic_load_n(word(r, r->off_peer_waiting), __ATOMIC_ACQUIRE) != 0);
+    return advance(r, &r->head, r->off_head);
 }
 
 /* The read-only view of the next message, or None (empty, a view still out, impossible
@@ -293,9 +302,7 @@ re_release(RingEnd *r, PyObject *Py_UNUSED(ignored))
         DECLINE;
     if (drop_out(r) < 0)
         return NULL;
-    r->tail++;
-    __atomic_exchange_n(word(r, r->off_tail), r->tail, __ATOMIC_SEQ_CST);
-    return PyBool_FromLong(__atomic_load_n(word(r, r->off_peer_waiting), __ATOMIC_ACQUIRE) != 0);
+    return advance(r, &r->tail, r->off_tail);
 }
 
 /* refresh() -> the peer's counter, loaded (acquire) into the cache: tail for a producer,
