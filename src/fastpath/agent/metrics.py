@@ -41,4 +41,13 @@ class Metrics:
                            "result", ["command", "result"], registry=r)
         self.lease_renewals = Counter("fastpath_lease_renewals_total", "Lease keepalives, by result",
                                       ["result"], registry=r)
+        self.nodes = Gauge("fastpath_nodes", "Registered nodes by their agent's state: alive "
+                           "(holds its lease), dead (lease ran out; routes and sessions stay), "
+                           "gone (dead beyond the grace: its pods left the services)",
+                           ["state"], registry=r)
+        self.table_stalls = Counter("fastpath_service_table_stalls_total", "Publishes of the "
+                                    "service table that found no free version buffer (a reader "
+                                    "held a grace period up)", registry=r)
+        self.table_replaced = Counter("fastpath_service_table_replaced_total", "Service tables "
+                                      "replaced because a reader stayed hung", registry=r)
         self.node = node

@@ -21,10 +21,18 @@ Decisions:
 Programmed mode (`proxy run --program`, what a node agent starts): no file and no SIGHUP.
 The master listens on `program.sock` in its run directory; a node agent sends it, with
 SCM_RIGHTS, the memfd of an RCU SharedTable the agent writes its services into. The
-master reads that table between events (lock-free, every PROGRAM_POLL) and applies each
-new version as a reload: backends in place, new listeners for new addresses. A restarted
-agent sends a fresh table and the master switches to it: workers, listeners and
-connections stay.
+master reads that table every PROGRAM_POLL and applies each new version as a reload:
+backends in place, new listeners for new addresses. It is an RCU reader that sleeps
+between reads, so it is offline except for the read itself (online, look up, offline): a
+reader online while it sleeps holds every grace period up, and the agent's writer runs
+out of version buffers after a few publishes. A restarted agent sends a fresh table and
+the master switches to it: workers, listeners and connections stay.
+
+The master's own table (its workers read it) must not stop the master either: a publish
+that finds no free version buffer is kept pending and retried every loop, and a worker
+that holds a grace period up for WORKER_HUNG_AFTER seconds while alive is hung (workers
+report a quiescent state every 0.1 s): the master kills it, and the respawn rule starts a
+new one. A hung worker serves nothing, as HAProxy's watchdog reasons.
 
 Files, in the run directory `$FASTPATH_STATE_DIR/proxy/fp-[<tag>-]proxy-<name>/`:
 `master.json` (pid, config, generation, workers, last reload), `worker-<pid>.json`
@@ -52,13 +60,14 @@ from fastpath.kernel.libc import libc
 from fastpath.proxy import config as configmod
 from fastpath.proxy.config import ProxyConfig
 from fastpath.proxy.worker import TABLE_KEY, Worker
-from fastpath.rcu.table import SharedTable
+from fastpath.rcu.table import GraceStalled, SharedTable
 
 log = logging.getLogger("fastpath.proxy")
 LISTEN_BACKLOG = 4096
 PROGRAM_SOCKET = "program.sock"
 PROGRAM_KEY = b"services"   # the agent's table: JSON {name: {"listen": .., "backends": [..]}}
 PROGRAM_POLL = 0.05         # seconds between reads of the agent's table
+WORKER_HUNG_AFTER = 10.0    # seconds a live worker may hold a grace period up
 
 
 def run_root() -> Path:
@@ -180,6 +189,8 @@ class Master:
         self.control: socket.socket | None = None
         self.source: SharedTable | None = None    # the agent's table (programmed mode)
         self.source_seen: bytes | None = None
+        self.table_pending = False   # a publish to the workers waits for a free buffer
+        self.table_stall: str | None = None
 
     def _claim_dir(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -203,6 +214,7 @@ class Master:
             "workers": [{"pid": p, "generation": g, "slot": s}
                         for p, (g, s) in sorted(self.workers.items())],
             "last_reload": self.last_reload, "running_config": configmod.to_dict(self.cfg),
+            "table_stall": self.table_stall,
         })
 
     def _spawn(self, slot: int, per_slot: dict[str, socket.socket]) -> int:
@@ -235,9 +247,33 @@ class Master:
             self._spawn(slot, socks)
 
     def _publish_table(self) -> None:
+        """Publish the services' backends to the workers, never waiting: with no free version
+        buffer the publish stays pending (the loop retries it), and a live worker that holds
+        a grace period up for WORKER_HUNG_AFTER is killed (the respawn rule replaces it)."""
         table = {s.name: [list(b) for b in s.backends] for s in self.cfg.services}
         assert self.table is not None  # start() made it
-        self.table.publish({TABLE_KEY: json.dumps(table).encode()})
+        try:
+            # a short wait: a worker reports every loop (0.1 s at most), a dead one is found
+            self.table.publish({TABLE_KEY: json.dumps(table).encode()}, timeout=0.05)
+        except GraceStalled as e:
+            if not self.table_pending:
+                log.warning("service table: %s; publish kept pending", e.msg)
+                self.table_stall = e.msg
+            self.table_pending = True
+            if e.waited >= WORKER_HUNG_AFTER:
+                for r in e.readers:
+                    if r.pid in self.workers:
+                        log.error("worker %d held the service table's grace period up for "
+                                  "%.0fs while alive: hung; killing it", r.pid, e.waited)
+                        try:
+                            os.kill(r.pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+            return
+        if self.table_pending:
+            log.info("service table published (the stall is over)")
+        self.table_pending = False
+        self.table_stall = None
 
     def start(self) -> None:
         self._claim_dir()
@@ -343,6 +379,7 @@ class Master:
                     continue
                 try:
                     new = SharedTable.attach(fds[0], reader=True)
+                    new.offline()   # online only while reading it (_follow_program)
                 except FastpathError as e:
                     log.error("could not attach the handed-over table: %s", e)
                     continue
@@ -362,7 +399,11 @@ class Master:
         self._take_tables()
         if self.source is None:
             return
-        raw = self.source.get(PROGRAM_KEY)
+        self.source.online()
+        try:
+            raw = self.source.get(PROGRAM_KEY)   # a copy: nothing read outlives offline()
+        finally:
+            self.source.offline()
         if raw is None or raw == self.source_seen:
             return
         self.source_seen = raw
@@ -423,6 +464,10 @@ class Master:
                             self.publish()
                 if self.program:
                     self._follow_program()
+                if self.table_pending:
+                    self._publish_table()
+                    if not self.table_pending:
+                        self.publish()
                 if not self.flags:
                     # signals interrupt the sleep; their handler sets a flag
                     time.sleep(PROGRAM_POLL if self.program else 0.2)

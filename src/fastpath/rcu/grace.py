@@ -84,6 +84,10 @@ class GracePeriods:
     def oldest_token(self) -> int | None:
         return self._pending[0].token if self._pending else None
 
+    def oldest_age(self) -> float:
+        """How long the oldest pending grace period has waited (0 when none is pending)."""
+        return self.clock() - self._pending[0].started if self._pending else 0.0
+
     def retire(self, item: Any, token: int) -> None:
         """`item` was unpublished before `token` was taken; tokens only grow."""
         if token < self._last_token:

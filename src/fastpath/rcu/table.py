@@ -107,7 +107,17 @@ SWEEP_EVERY = 0.25   # seconds between the writer's sweeps for dead readers' slo
 
 
 class GraceStalled(FastpathError):
-    """The writer waited too long for a grace period: a live reader stopped reporting."""
+    """The writer waited too long for a grace period: a live reader stopped reporting.
+
+    `readers` are the live slots that held the oldest pending grace period up when the
+    wait ended, and `waited` how long that grace period had been pending (seconds): what a
+    caller that must not block (a node agent) needs to report the stall and decide."""
+
+    def __init__(self, msg: str, *, readers: tuple[Slot, ...] = (), waited: float = 0.0,
+                 **kw) -> None:
+        super().__init__(msg, **kw)
+        self.readers = readers
+        self.waited = waited
 
 
 class Reader:
@@ -490,10 +500,12 @@ class SharedTable:
             if done():
                 return
             if deadline is not None and time.monotonic() >= deadline:
-                blocking = [f"pid {s.pid} tid {s.tid}" for s in self._last_poll.blocking]
-                raise GraceStalled(f"no grace period in {timeout:g}s waiting for {what}; "
+                readers = tuple(self._last_poll.blocking)
+                blocking = [f"pid {s.pid} tid {s.tid}" for s in readers]
+                waited = self.grace.oldest_age()
+                raise GraceStalled(f"no grace period in {waited:.1f}s waiting for {what}; "
                                    f"blocked by {', '.join(blocking) or 'nobody'}",
-                                   op="SharedTable grace period",
+                                   op="SharedTable grace period", readers=readers, waited=waited,
                                    hint="a reader stopped calling quiescent() while online")
             time.sleep(pause)
             pause = min(pause * 2, 1e-3)
