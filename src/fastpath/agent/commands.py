@@ -33,12 +33,26 @@ def register(sub) -> None:
                    help="the node proxy's worker processes (default: one per CPU)")
     a.add_argument("--socket", metavar="PATH", default=None,
                    help="CNI Unix socket (default /run/fastpath/fp[-INSTANCE]-agent.sock)")
+    a.add_argument("--dead-node-grace", type=float, default=None, metavar="SECONDS",
+                   help="how long a node's agent may be dead before its pods leave the services "
+                        "(default 300; its routes and BGP sessions stay regardless)")
+    a.add_argument("--state-dir", default=None, metavar="DIR",
+                   help="the node's state (default: FASTPATH_STATE_DIR, else /var/lib/fastpath; "
+                        "an agent given none finds it from its node's running BIRD)")
+    a.add_argument("--instance", default=None, metavar="TAG",
+                   help="the instance scope of every name (default: FASTPATH_INSTANCE)")
     a.add_argument("-v", "--verbose", action="store_true",
                    help="log every CNI request (command, container, exit code, time) on stderr")
     a.set_defaults(func=_agent)
 
 
 def _agent(args: argparse.Namespace) -> int:
+    import os
+    # before anything reads them: the state dir and instance decide every path and name
+    if args.state_dir:
+        os.environ["FASTPATH_STATE_DIR"] = args.state_dir
+    if args.instance is not None:
+        os.environ["FASTPATH_INSTANCE"] = args.instance
     if args.node is None and args.config is None:
         from fastpath.cni import agent, wire
         return agent.run(args.socket or wire.socket_path(), verbose=args.verbose)
@@ -55,7 +69,8 @@ def _agent(args: argparse.Namespace) -> int:
                       asn=args.asn, router_id=args.router_id, pod_cidr=args.pod_cidr, pool=args.pool,
                       labels=labels, health=args.health, lease_ttl=args.lease_ttl,
                       bird=False if args.no_bird else None, socket=args.socket,
-                      proxy=True if args.proxy else None, proxy_workers=args.proxy_workers)
+                      proxy=True if args.proxy else None, proxy_workers=args.proxy_workers,
+                      dead_node_grace=args.dead_node_grace)
     return daemon.run(cfg)
 
 
@@ -72,8 +87,18 @@ def agent_status(args: argparse.Namespace) -> int:
         raise NotFound(f"no agent of node {args.node} has run with this state dir",
                        hint="is FASTPATH_STATE_DIR the agent's?")
     st["running"] = proc.alive(int(st.get("pid") or 0))
+    if not st["running"]:
+        # readiness is what a live agent says now: a dead one's last report is history
+        st["ready"] = False
+        st["problems"] = [f"agent not running since its last report at "
+                          f"{_clock(st.get('time'))}"] + [f"(last said) {p}" for p in st["problems"]]
     emit(args, st, _render_status)
     return 0 if st["running"] and st["ready"] else 1
+
+
+def _clock(t: float | None) -> str:
+    import time
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "?"
 
 
 def _render_status(st: dict):
@@ -87,4 +112,9 @@ def _render_status(st: dict):
         lines.append(f"  BGP {s['protocol']}: {s['state']} {s['info'] or ''} since {s['since']}")
     for name, s in st.get("services", {}).items():
         lines.append(f"  service {name} {s['listen']} -> {', '.join(s['backends']) or 'no backends'}")
+    for d in st.get("dead_nodes", []):
+        lines.append(f"  node {d['node']}: agent dead since {_clock(d['dead_since'])}"
+                     + (" (gone: its pods left the services)" if d["gone"]
+                        else f" (routes and sessions stay; its pods stay backends for "
+                             f"{st.get('dead_node_grace', 0):g}s)"))
     return "\n".join(lines)

@@ -117,10 +117,9 @@ def _tables(c, routes: dict | None = None, health: dict | None = None):
             parts.append(table("BGP sessions", ["node", "peer", "state", "uptime", "received",
                                                 "exported", "last error"], sessions))
     if health is not None:
-        probs = [f"node {k}: {x}" for k, v in health["nodes"].items() for x in v]
-        probs += [f"pod {k}: {x}" for k, v in health["pods"].items() for x in v]
-        parts += ([f"[red]PROBLEM[/] {x}" for x in probs]
-                  or ["[green]every node and pod is wired as planned[/]"])
+        parts += ([f"[red]PROBLEM[/] {x}" for x in health["problems"]]
+                  or ["[green]healthy: every node, pod, route, agent and BGP session is as "
+                      "planned[/]"])
     return Group(*parts)
 
 
@@ -237,10 +236,15 @@ def cmd_status(args) -> int:
     from fastpath.output import emit
     from fastpath.podnet import health, routing
     c = cluster.require()
-    routes = routing.get(c.routing).status(c)
+    backend = routing.get(c.routing)
+    routes = backend.status(c)
     h = health.inspect_cluster(c)
+    datastore = backend.datastore_health() if hasattr(backend, "datastore_health") else None
+    h.update(health.verdict(h, routes, datastore))
+    if datastore is not None:
+        h["datastore"] = datastore
     emit(args, _cluster_data(c, routes, h), lambda d: _tables(c, routes, h))
-    return 0
+    return 0 if h["ok"] else 1
 
 
 def cmd_pod_add(args) -> int:
