@@ -64,14 +64,35 @@ def _view(*nodes, alive=(), peers=(), bgp=None) -> View:
     return v
 
 
-def test_bird_sees_live_nodes_and_this_nodes_peers_only():
+def test_bird_peers_follow_registration_not_the_agents_lease():
     me = Node("node1", "10.0.0.1/24", "10.244.1.0/24")
     v = _view(me, Node("node2", "10.0.0.2/24", "10.244.2.0/24"),
-              Node("node3", "10.0.0.3/24", "10.244.3.0/24"), alive=["node1", "node2"],
+              Node("node3", "10.0.0.3/24", "10.244.3.0/24"), Node("node4", "10.0.0.4/24", None),
+              alive=["node1", "node2"],
               peers=[Peer("tor", "10.0.0.254", 65000), Peer("rs", "10.0.0.253", 65001, node="node2")])
     mesh = bgpview.mesh_for(v, me)
-    assert [n.name for n in mesh.nodes] == ["node1", "node2"]   # node3's lease expired
+    # node3's agent is dead (no lease), but its BIRD and pods are not: it stays peered;
+    # node4 has no pod CIDR yet, so there is nothing to route to
+    assert [n.name for n in mesh.nodes] == ["node1", "node2", "node3"]
     assert [p.name for p in mesh.external_of("node1")] == ["tor"]
     tor_only = bgpview.mesh_for(_view(me, alive=["node1"], peers=[Peer("tor", "10.0.0.254", 65000)],
                                       bgp=BgpConfig(mesh=False, hold=9)), me)
     assert tor_only.peers("node1") == [] and tor_only.timers.hold == 9 and tor_only.timers.keepalive == 3
+
+
+def test_a_reflector_whose_agent_died_still_reflects():
+    rr = Node("node1", "10.0.0.1/24", "10.244.1.0/24")
+    me = Node("node2", "10.0.0.2/24", "10.244.2.0/24")
+    v = _view(rr, me, alive=["node2"], bgp=BgpConfig(reflectors=("node1",)))
+    mesh = bgpview.mesh_for(v, me)
+    assert mesh.reflector == "node1" and [n.name for n, _ in mesh.peers("node2")] == ["node1"]
+
+
+def test_the_systemd_unit_restarts_the_agent_for_ever():
+    text = UNIT.read_text()
+    assert re.search(r"^Restart=always$", text, re.M)
+    assert re.search(r"^RestartSec=\S+", text, re.M)
+    # the default start limit (5 starts in 10 s) would leave a crash-looping node for dead
+    assert re.search(r"^StartLimitIntervalSec=0$", text, re.M)
+    # stopping the agent must not stop BIRD or the proxy it started
+    assert re.search(r"^KillMode=process$", text, re.M)

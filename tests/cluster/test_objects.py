@@ -81,15 +81,39 @@ def test_a_peer_password_is_never_shown():
         Peer("tor", "10.0.0.254", 65000, password='a"b').validate()
 
 
-def test_backends_by_prefix_and_label_leave_out_dead_nodes():
+def test_backends_keep_a_dead_agents_pods_until_its_node_is_gone():
     v = view(nodes=[N1, Node("node2", "10.0.0.2/24", "10.244.2.0/24")], alive=["node1"])
     v.pods[("node1", "web-1")] = Pod("node1", "web-1", "10.244.1.2", {"app": "web"})
     v.pods[("node2", "web-2")] = Pod("node2", "web-2", "10.244.2.2", {"app": "web"})
     v.pods[("node1", "db-1")] = Pod("node1", "db-1", "10.244.1.3", {"app": "db"})
-    assert v.backends(Service("web", "10.96.0.1:80", pods="web-", port=80)) == ["10.244.1.2:80"]
-    v.alive["node2"] = Alive("node2", 8, 2, "h", 0.0)
-    assert v.backends(Service("s", "10.96.0.1:80", selector={"app": "web"}, port=80)) == \
-        ["10.244.1.2:80", "10.244.2.2:80"]
+    v.pods[("node9", "web-9")] = Pod("node9", "web-9", "10.244.9.2", {"app": "web"})
+    by_prefix = Service("web", "10.96.0.1:80", pods="web-", port=80)
+    by_label = Service("s", "10.96.0.1:80", selector={"app": "web"}, port=80)
+    # node2's agent is dead, its pod is not: it stays (health checks decide); node9 was
+    # never registered (or was deleted): its pod is out
+    assert v.backends(by_prefix) == ["10.244.1.2:80", "10.244.2.2:80"]
+    assert v.backends(by_label) == ["10.244.1.2:80", "10.244.2.2:80"]
+    # dead beyond the grace: gone for services
+    assert v.backends(by_label, gone={"node2"}) == ["10.244.1.2:80"]
+    assert v.dead_nodes() == ["node2"] and [n.name for n in v.routed_nodes()] == ["node1", "node2"]
+
+
+def test_a_registration_held_by_a_process_dead_on_this_machine_is_no_clash():
+    v = view(nodes=[N1])
+    v.alive["node1"] = Alive("node1", 7, 4697, "h", 0.0, boot_id="boot-a", starttime=100)
+    again = Node("node1", "10.0.0.1/24", "10.244.1.0/24")
+    with pytest.raises(Conflict, match="already registered by a live agent"):
+        check_node(v, again, own_lease=8)
+    gone = Alive.held_by_dead_process
+    # on this boot, and pid 4697 no longer runs with that start time: the agent is dead
+    check_node(v, again, own_lease=8,
+               holder_dead=lambda a: gone(a, "boot-a", lambda pid, start: False))
+    # the same pid still runs: a live agent, refused
+    with pytest.raises(Conflict):
+        check_node(v, again, own_lease=8, holder_dead=lambda a: gone(a, "boot-a", lambda p, s: True))
+    # another machine (or boot): only its lease can tell, refused while it holds one
+    with pytest.raises(Conflict):
+        check_node(v, again, own_lease=8, holder_dead=lambda a: gone(a, "boot-b", lambda p, s: False))
 
 
 def test_block_candidates_skip_taken_and_configured_ranges():

@@ -1,9 +1,11 @@
 """What one node's BIRD should say, from the cluster's View. Pure.
 
-Only nodes whose agent is alive (an `alive` key on a lease) with a pod CIDR take part:
-a node whose lease expired leaves every other node's config, so its sessions go down
-and its block leaves their import filter, even where the BGP hold timer has not run out.
-The node itself is always in (its own agent is the one asking).
+Every registered node with a pod CIDR takes part, whether its agent is alive or not:
+peering follows registration and BGP, never the agent's lease (as in Calico and
+kube-router). An agent that dies leaves its BIRD and pods running, so its sessions and
+routes stay; a node that stops for real is withdrawn by BGP itself at hold-time expiry,
+and `node del` removes the registration and with it the peer everywhere. The node itself
+is always in (its own agent is the one asking).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ def bgp_node(n: Node) -> BgpNode:
 
 
 def mesh_for(view: View, me: Node, timers: Timers | None = None) -> Mesh:
-    nodes = {n.name: n for n in view.live_nodes()}
+    nodes = {n.name: n for n in view.routed_nodes()}
     nodes[me.name] = me
     cfg = view.bgp
     reflector = next((r for r in cfg.reflectors if r in nodes), None)

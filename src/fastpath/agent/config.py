@@ -17,7 +17,8 @@ from fastpath.errors import ConfigError
 _FILE_KEYS = {"node": "node", "datastore": "datastore", "address": "address", "asn": "asn",
               "routerID": "router_id", "podCIDR": "pod_cidr", "pool": "pool", "labels": "labels",
               "socket": "socket", "health": "health", "leaseTTL": "lease_ttl", "bird": "bird",
-              "accel": "accel", "proxy": "proxy", "proxyWorkers": "proxy_workers"}
+              "accel": "accel", "proxy": "proxy", "proxyWorkers": "proxy_workers",
+              "deadNodeGrace": "dead_node_grace"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class AgentConfig:
     accel: bool = True                    # keep accel's local map current when accel is on
     proxy: bool = False                   # run and program the node proxy
     proxy_workers: int = 0                # its worker processes; 0: one per CPU
+    dead_node_grace: float = 300.0        # seconds a node's agent may be dead before its
+                                          # pods leave the services (agent/deadnodes.py)
 
     def health_addr(self) -> tuple[str, int] | None:
         if not self.health:
@@ -53,6 +56,8 @@ class AgentConfig:
     def validate(self) -> "AgentConfig":
         if not 0 <= self.proxy_workers <= 256:
             raise ConfigError(f"proxy workers {self.proxy_workers} must be 0..256 (0: one per CPU)")
+        if not 0 <= self.dead_node_grace <= 86400:
+            raise ConfigError(f"dead node grace {self.dead_node_grace}s must be 0..86400 seconds")
         if not 3 <= self.lease_ttl <= 300:
             raise ConfigError(f"lease TTL {self.lease_ttl}s must be 3..300 seconds")
         self.health_addr()

@@ -12,11 +12,19 @@ service table, accel's local map. It runs on every change and after every restar
 Restarts are quiet. The lease id is kept in the node's state, so a restarted agent
 renews the same lease (no other node sees the node go); BIRD is found by its pid file
 and reconfigured, never restarted; the agent never revokes its lease or stops BIRD on
-the way out. A node leaves the cluster when its agent stops for longer than the lease
-TTL, or by `fastpath node del`.
+the way out. An agent that stays dead past its lease TTL marks its node's control plane
+dead (status, metrics) and changes nothing in the data plane: peering and routes follow
+registration, and services keep its pods for `dead_node_grace` (agent/deadnodes.py). A
+node leaves the cluster by `fastpath node del`.
 
-When the datastore goes away the data plane stays as it is; the agent reports not-ready
-and resumes the watch where it stopped when the datastore is back.
+A control-plane fault never becomes a data-plane outage, and never ends the agent:
+- the datastore goes away: the data plane stays as it is; the agent reports not-ready and
+  resumes the watch where it stopped when the datastore is back;
+- a reader of the service table stops reporting: the publish stays pending, readiness
+  names the reader, and a reader hung beyond a bound gets a fresh table
+  (agent/servicetable.py);
+- any step of a reconcile fails: that step's problem is reported, the others still apply,
+  and the whole view is reconciled again after a back-off.
 """
 
 from __future__ import annotations
@@ -31,31 +39,34 @@ import threading
 import time
 from pathlib import Path
 
-from fastpath import state
+from fastpath import naming, state
 from fastpath.agent import bgpview
 from fastpath.agent import proxy as nodeproxy
 from fastpath.agent.config import AgentConfig
+from fastpath.agent.deadnodes import DeadNodes
 from fastpath.agent.health import HealthServer
 from fastpath.agent.metrics import Metrics
+from fastpath.agent.servicetable import ServiceTable
 from fastpath.bgp import bird
 from fastpath.bgp.config import render
 from fastpath.bgp.control import BirdControl
 from fastpath.bgp.model import validate as validate_mesh
 from fastpath.cluster.kv import DatastoreError, Unavailable
 from fastpath.cluster.mirror import Mirror
-from fastpath.cluster.objects import ROOT, Conflict, Node, Pod, View, check_node
+from fastpath.cluster.objects import ROOT, Alive, Conflict, Node, Pod, View, check_node
 from fastpath.cluster.store import ClusterStore, default_url
 from fastpath.cni import agent as cni_agent
 from fastpath.cni import wire
-from fastpath.errors import FastpathError
+from fastpath.errors import FastpathError, UsageError
+from fastpath.kernel import proc
 from fastpath.kernel.files import atomic_write
 from fastpath.podnet.rtnl import Rtnl
-from fastpath.rcu.table import SharedTable
 from fastpath.sockredir import loader
 
 log = logging.getLogger("fastpath.agent")
 BACKOFF = (0.5, 1, 2, 4, 8)
 STATUS_EVERY = 2.0
+RETRY_AFTER = 1.0   # seconds before a reconcile with a failed step runs again
 SERVICES_KEY = b"services"
 
 
@@ -109,11 +120,17 @@ class NodeAgent:
         self.accel_local: set[str] | None = None
         self.proxy_pid: int | None = None
         self.proxy_error: str | None = None
-        self.table: SharedTable | None = None
+        self.table: ServiceTable | None = None
+        self.handed = 0                # the table generation the proxy was handed
+        self.dead = DeadNodes(cfg.dead_node_grace)
+        self.gone: set[str] = set()    # nodes dead beyond the grace
+        self.step_errors: dict[str, str] = {}   # reconcile step -> why it failed last
+        self.retry_at: float | None = None
         self.health: HealthServer | None = None
         self.cni: cni_agent.Agent | None = None
         self.threads: list[threading.Thread] = []
         self.lock = threading.Lock()   # the store is shared by the loop, keepalive and CNI
+        self.started = time.time()
 
     # ---- start ---------------------------------------------------------------------------
 
@@ -145,7 +162,20 @@ class NodeAgent:
     def register(self) -> None:
         assert self.store is not None
         kv = self.store.kv
+        boot = proc.boot_id()
+
+        def holder_dead(a: Alive) -> bool:
+            return a.held_by_dead_process(boot, proc.runs)
+
+        # The lease to renew: the one this state dir recorded, else that of a previous
+        # agent of this node that is known dead on this machine (restarted by hand, without
+        # its state): renewing it keeps the node alive for everyone, with no churn.
         lease = self._saved_lease()
+        prior = self.store.view().alive.get(self.cfg.node)
+        if not lease and prior is not None and holder_dead(prior):
+            lease = prior.lease
+            log.info("taking over lease %x of agent pid %d, which is no longer running",
+                     lease, prior.pid)
         if lease and kv.keepalive(lease) <= 0:
             lease = 0
         fresh = not lease
@@ -157,7 +187,7 @@ class NodeAgent:
                 lease = kv.grant(self.cfg.lease_ttl)
             view = self.store.view()
             wanted = self.cfg.node_object(address, self.cfg.pod_cidr)
-            check_node(view, wanted, own_lease=lease)
+            check_node(view, wanted, own_lease=lease, holder_dead=holder_dead)
             cidr = self.cfg.pod_cidr
             if cidr is None:
                 prev = view.nodes.get(self.cfg.node)
@@ -234,16 +264,41 @@ class NodeAgent:
         assert self.mirror is not None
         return View.of(self.mirror.items())
 
+    def _step(self, name: str, fn, view: View) -> bool:
+        """One reconcile step; a failure is reported as that step's problem and never
+        leaves the loop (a daemon does not exit because one of its duties failed)."""
+        try:
+            ok = fn(view) is not False
+        except Exception as e:  # noqa: BLE001 - every failure becomes a reported problem
+            log.exception("%s not programmed", name)
+            self.step_errors[name] = str(e) or type(e).__name__
+            return False
+        self.step_errors.pop(name, None)
+        return ok
+
+    def note_liveness(self, view: View) -> None:
+        """Which nodes' agents are dead, and which of those are gone for services."""
+        assert self.node is not None
+        now = time.time()
+        self.dead.observe(view, now, me=self.node.name)
+        self.gone = self.dead.gone(now)
+        dead = len(self.dead.since)
+        self.metrics.nodes.labels("alive").set(len(view.nodes) - dead)
+        self.metrics.nodes.labels("dead").set(dead - len(self.gone))
+        self.metrics.nodes.labels("gone").set(len(self.gone))
+
     def reconcile(self, changed: set[str]) -> None:
         t0 = time.time()
         view = self.view()
+        self.note_liveness(view)
         ok = True
         if self.cfg.bird:
-            ok &= self.apply_bird(view)
-        self.apply_services(view)
+            ok &= self._step("BIRD", self.apply_bird, view)
+        ok &= self._step("services", self.apply_services, view)
         if self.cfg.accel:
-            self.apply_accel(view)
+            ok &= self._step("accel", self.apply_accel, view)
         self.programmed = ok
+        self.retry_at = None if ok else time.monotonic() + RETRY_AFTER
         self.metrics.reconciles.labels("ok" if ok else "error").inc()
         done = time.time()
         for k in changed:
@@ -280,19 +335,20 @@ class NodeAgent:
             return False
 
     def apply_services(self, view: View) -> None:
-        svcs = {name: {"listen": s.listen, "backends": view.backends(s)}
+        svcs = {name: {"listen": s.listen, "backends": view.backends(s, self.gone)}
                 for name, s in sorted(view.services.items())}
         if svcs == self.services and self.table is not None:
             self.ensure_proxy()
             return
         if self.table is None:
-            self.table = SharedTable.create(1 << 20, readers=16, versions=4, name="agent-services")
+            self.table = ServiceTable(SERVICES_KEY)
         if self.cfg.proxy:
             try:
                 nodeproxy.sync_vips({str(s["listen"]).rsplit(":", 1)[0] for s in svcs.values()})
             except FastpathError as e:
                 log.error("service VIPs not updated: %s", e)
-        self.table.publish({SERVICES_KEY: json.dumps(svcs).encode()})
+        if not self.table.set(json.dumps(svcs).encode()):
+            self.metrics.table_stalls.inc()
         self.ensure_proxy()
         self.services = svcs
         self.metrics.services.set(len(svcs))
@@ -309,7 +365,7 @@ class NodeAgent:
             return   # started with the first service (in accel's cgroup, if accel is on by then)
         name = self.cfg.node
         pid = nodeproxy.master_pid(name)
-        if pid is not None and pid == self.proxy_pid:
+        if pid is not None and pid == self.proxy_pid and self.handed == self.table.generation:
             return
         try:
             if pid is None:
@@ -321,8 +377,9 @@ class NodeAgent:
                 log.info("node proxy started (pid %d)", pid)
             else:
                 log.info("node proxy adopted (pid %d)", pid)
-            nodeproxy.hand_over(name, self.table)
+            nodeproxy.hand_over(name, self.table.table)
             self.proxy_pid = pid
+            self.handed = self.table.generation
             self.proxy_error = None
         except FastpathError as e:
             self.proxy_error = str(e)
@@ -380,7 +437,12 @@ class NodeAgent:
             down = [s["protocol"] for s in self.sessions if not s["established"]]
             if down:
                 out.append(f"BGP sessions not established: {', '.join(down)}")
-        if not self.programmed:
+        for step, why in sorted(self.step_errors.items()):
+            out.append(f"{step}: {why}")
+        table = self.table.problem() if self.table is not None else None
+        if table:
+            out.append(table)
+        if not self.programmed and not self.step_errors:
             out.append("tables not programmed yet")
         if self.cfg.proxy and self.services and (self.proxy_error or self.proxy_pid is None):
             out.append(f"node proxy: {self.proxy_error or 'not running'}")
@@ -396,7 +458,11 @@ class NodeAgent:
                "problems": problems, "sessions": self.sessions, "services": self.services,
                "health": self.cfg.health if self.health else None,
                "cni_socket": self.cni.path if self.cni else None, "proxy_pid": self.proxy_pid,
-               "time": time.time()}
+               "dead_nodes": self.dead.report(time.time()),
+               "dead_node_grace": self.cfg.dead_node_grace,
+               "table": {"generation": self.table.generation, "replaced": self.table.replaced,
+                         "pending": self.table.pending is not None} if self.table else None,
+               "started": self.started, "time": time.time()}
         path = status_path(self.cfg.node)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         atomic_write(path, json.dumps(doc, indent=1))
@@ -454,19 +520,49 @@ class NodeAgent:
                 next_status = 0.0
                 continue
             if not changed and self.node is not None and time.monotonic() >= next_status:
-                if self.cfg.bird and not bird.running_pid(self.node.name):
-                    log.warning("BIRD is not running; starting it again")
-                    changed = {"*"}
-                self.ensure_proxy()   # a master that died is started again
-                if self.cfg.accel and (self.accel_local is None) == loader.is_enabled():
-                    self.apply_accel(self.view())   # accel was enabled (or disabled) since
+                changed = self._tick()
+            if not changed and self.retry_at is not None and time.monotonic() >= self.retry_at:
+                changed = {"*"}   # a step failed: the whole view again, after a back-off
             if changed:
                 self.reconcile(changed)
+            elif self.table is not None and self.table.pending is not None:
+                self._flush_table()
             self.metrics.revision.set(self.mirror.revision)
             if changed or time.monotonic() >= next_status:
                 self.refresh_sessions()
                 self._write_status()
                 next_status = time.monotonic() + STATUS_EVERY
+
+    def _tick(self) -> set[str]:
+        """The periodic checks (every STATUS_EVERY): what must be reconciled now."""
+        assert self.node is not None
+        changed: set[str] = set()
+        if self.cfg.bird and not bird.running_pid(self.node.name):
+            log.warning("BIRD is not running; starting it again")
+            changed = {"*"}
+        try:
+            self.ensure_proxy()   # a master that died is started again
+            if self.cfg.accel and (self.accel_local is None) == loader.is_enabled():
+                self.apply_accel(self.view())   # accel was enabled (or disabled) since
+        except Exception:  # noqa: BLE001 - reported, retried at the next tick
+            log.exception("periodic check failed")
+        gone = self.gone
+        self.note_liveness(self.view())
+        if self.gone != gone:
+            log.info("nodes gone for services (agent dead beyond %gs): %s",
+                     self.cfg.dead_node_grace, ", ".join(sorted(self.gone)) or "none")
+            changed = {"*"}
+        return changed
+
+    def _flush_table(self) -> None:
+        """A change waits in the service table: try it again (and hand a replaced table to
+        the proxy)."""
+        assert self.table is not None
+        gen = self.table.generation
+        self.table.flush()
+        if self.table.generation != gen:
+            self.metrics.table_replaced.inc()
+        self.ensure_proxy()
 
     def close(self) -> None:
         """Stop serving; leave the lease, BIRD and the tables' effects in place."""
@@ -483,9 +579,38 @@ class NodeAgent:
             self.store.close()
 
 
+def find_node_state(node: str) -> None:
+    """Find this node's state from the node itself: a BIRD that an agent of `node` started
+    in this netns names its state dir and instance (by its pid file). An agent started
+    without them (by hand, from its command line) takes them over, and so adopts that BIRD
+    instead of starting a second one; an agent told another state dir is refused, since
+    two BIRDs of one node would fight for port 179."""
+    for pid, argv in bird.running_here():
+        found = bird.state_of(argv)
+        if found is None or found[2] != node:
+            continue
+        where, tag = found[0], found[1]
+        if where == state.state_dir() and tag == naming.instance():
+            return
+        if os.environ.get("FASTPATH_STATE_DIR") or os.environ.get("FASTPATH_INSTANCE"):
+            raise UsageError(f"BIRD of node {node} (pid {pid}) runs in this netns for state dir "
+                             f"{where}{f' (instance {tag})' if tag else ''}, not "
+                             f"{state.state_dir()}",
+                             hint=f"give --state-dir {where}"
+                                  + (f" --instance {tag}" if tag else "") + ", or stop that BIRD")
+        os.environ["FASTPATH_STATE_DIR"] = str(where)
+        if tag:
+            os.environ["FASTPATH_INSTANCE"] = tag
+        log.info("state of node %s found from its running BIRD (pid %d): %s%s", node, pid, where,
+                 f", instance {tag}" if tag else "")
+        return
+
+
 def run(cfg: AgentConfig) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"fastpath agent {cfg.node}: %(message)s")
+    if cfg.bird:
+        find_node_state(cfg.node)
     agent = NodeAgent(cfg)
 
     def on_signal(*_a) -> None:

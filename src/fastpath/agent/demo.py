@@ -8,9 +8,14 @@ as on separate machines: the agent renders and runs the node's BIRD, takes its l
 and serves CNI on its own socket. Pods are added as a runtime adds them, by a CNI ADD
 to the node's agent from inside the node's netns.
 
-`down` (teardown) stops the agents and their BIRDs and removes the nodes from the
-datastore; deleting a node's netns would take the processes too, but a SIGTERM first
-lets each close its sessions with a Cease.
+Each agent runs under a supervisor (fastpath.agent.supervise), as systemd's `Restart=`
+or a DaemonSet would keep it: an agent that dies comes back within seconds with its own
+state dir, netns and command line, which names its state dir and instance, so an
+operator can also restart it by hand from what `ps` shows.
+
+`down` (teardown) stops the supervisors, then the agents and their BIRDs, and removes
+the nodes from the datastore; deleting a node's netns would take the processes too, but
+a SIGTERM first lets each close its sessions with a Cease.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from fastpath import naming, state
-from fastpath.bgp import bird, tor
+from fastpath.agent import bgpview
+from fastpath.bgp import bird, speakers, tor
+from fastpath.bgp.config import external_protocol, peer_of_protocol, peer_protocol
+from fastpath.bgp.control import BirdControl
 from fastpath.cluster.etcd_server import EtcdCluster, Member, kill_recorded
 from fastpath.cluster.kv import DatastoreError
 from fastpath.cluster.objects import (
@@ -49,6 +57,7 @@ from fastpath.cluster.store import (
     record_instance_datastore,
     remove_default_file,
 )
+from fastpath.cluster.store import health as store_health
 from fastpath.cni import client as cni_client
 from fastpath.errors import FastpathError, UsageError
 from fastpath.kernel import netns, proc
@@ -66,6 +75,7 @@ READY_TIMEOUT = 40.0    # from every agent's first report until all are ready
 STARTUP_CAP = 600.0     # a live agent that has not reported yet: at most this long
 LEASE_TTL = 5           # short: a stopped demo node leaves the others' configs in seconds
 NETWORK = "fp-demo"
+CRASH_LOOP = 2          # restarts before ready: the agent cannot start, say why at once
 
 
 def etcd_dir() -> Path:
@@ -95,6 +105,7 @@ def _enter(fd: int) -> None:
     if e:
         os.write(2, f"setns: {os.strerror(e)}\n".encode())
         os._exit(126)
+    os.close(fd)   # joined: the supervisor need not hold the netns open
 
 
 def _options_path() -> Path:
@@ -122,6 +133,30 @@ def agent_pid(node: str) -> int | None:
     return pid if pid and proc.alive(pid) else None
 
 
+def supervisor_pid(node: str) -> int | None:
+    """The pid of the supervisor that keeps the node's agent running, if it runs."""
+    try:
+        pid = int((node_state_dir(node) / "supervisor.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if proc.alive(pid) else None
+
+
+def _parent(pid: int) -> int | None:
+    f = proc.stat_fields(pid)
+    return int(f[1]) if f else None
+
+
+def _restarts(node: str, since: int) -> int:
+    """How often the node's supervisor restarted its agent after byte `since` of its log."""
+    try:
+        with open(node_state_dir(node) / "agent.log", "rb") as f:
+            f.seek(since)
+            return f.read().count(b"fastpath supervise: ")
+    except FileNotFoundError:
+        return 0
+
+
 class AgentRouting:
     name = "agent"
 
@@ -132,7 +167,8 @@ class AgentRouting:
         self.url = datastore
         self.tor = tor
         self.proxy = proxy or _options().get("proxy", False)
-        self.started: dict[str, subprocess.Popen] = {}
+        self.started: dict[str, subprocess.Popen] = {}   # node -> its agent's supervisor
+        self.log_at: dict[str, int] = {}   # node -> the agent log's size when started
 
     def _url(self) -> str:
         if self.url in (None, "sqlite", "etcd"):
@@ -196,17 +232,23 @@ class AgentRouting:
     def start_agent(self, n) -> int:
         d = node_state_dir(n.name)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # the command line names the state dir and instance: restarted by hand from what
+        # `ps` shows, the agent is the same agent
         argv = [sys.executable, "-m", "fastpath", "agent", "--node", n.name, "--datastore", self._url(),
                 "--address", f"{n.underlay_ip}/{n.underlay_prefixlen}", "--pod-cidr", n.pod_cidr,
                 "--router-id", n.router_id, "--socket", cni_socket(n.name),
-                "--health", "127.0.0.1:9099", "--lease-ttl", str(LEASE_TTL)]
+                "--health", "127.0.0.1:9099", "--lease-ttl", str(LEASE_TTL),
+                "--state-dir", str(d), "--instance", naming.instance()]
         if self.proxy:
             # one worker per node proxy, as `proxy demo`: its round robin is then visible
             argv += ["--proxy", "--proxy-workers", "1"]
+        sup = [sys.executable, "-m", "fastpath.agent.supervise", "--pidfile", str(d / "supervisor.pid"),
+               "--", *argv]
         fd = os.open(f"/run/netns/{n.netns}", os.O_RDONLY | os.O_CLOEXEC)
         try:
             with open(d / "agent.log", "ab") as log:
-                p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                self.log_at[n.name] = log.tell()
+                p = subprocess.Popen(sup, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      env=_env_for(n.name), start_new_session=True,
                                      preexec_fn=lambda: _enter(fd), pass_fds=(fd,))
         finally:
@@ -215,17 +257,16 @@ class AgentRouting:
         return p.pid
 
     def stop_agent(self, node: str, timeout: float = 5.0) -> None:
-        """SIGTERM the node's agent and its BIRD (the agent leaves BIRD running on
-        purpose: a restart must not withdraw routes)."""
+        """SIGTERM the node's supervisor (it passes the signal on and restarts nothing),
+        then the agent and its BIRD (the agent leaves BIRD running on purpose: a restart
+        must not withdraw routes)."""
+        sup = supervisor_pid(node)
+        if sup:
+            proc.terminate([sup], timeout + 1)
         proc.terminate([p for p in (agent_pid(node), self._bird_pid(node)) if p], timeout)
 
     def _bird_pid(self, node: str) -> int | None:
-        pidfile = node_state_dir(node) / "bgp" / naming.scope().rstrip("-") / f"{node}.pid"
-        try:
-            pid = int(pidfile.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if proc.alive(pid) else None
+        return bird.running_pid_at(bird.BirdPaths.under(node_state_dir(node), node))
 
     def wait_ready(self, cluster, names: list[str], timeout: float = READY_TIMEOUT) -> None:
         """Until every named agent reports ready and its node routes every other node's
@@ -243,33 +284,50 @@ class AgentRouting:
             if not reported and all(self._reported(n) for n in names):
                 reported = True
                 deadline = min(deadline, time.monotonic() + timeout)
-            dead = [n for n in pending if n in self.started and self.started[n].poll() is not None]
+            dead = [n for n in pending if n in self.started and (
+                self.started[n].poll() is not None
+                or _restarts(n, self.log_at.get(n, 0)) >= CRASH_LOOP)]
             if dead:
                 break
             time.sleep(0.1)
         why = []
         for n in pending:
             st = read_node_status(n)
-            tail = _tail(node_state_dir(n) / "agent.log")
+            tail = _tail(node_state_dir(n) / "agent.log", skip="fastpath supervise: ")
             why.append(f"{n}: " + ("; ".join(st["problems"]) if st and st.get("problems")
                                    else "agent not running" if not agent_pid(n) else "routes missing")
                        + (f" (log: {tail})" if tail else ""))
         raise FastpathError(f"agents not ready after {time.monotonic() - start:.0f}s: " + " | ".join(why),
                             op="start node agents")
 
+    def _ours(self, name: str, st: dict) -> bool:
+        """Whether the report is from the agent that the supervisor we started runs."""
+        return name not in self.started or _parent(int(st.get("pid") or 0)) == self.started[name].pid
+
     def _reported(self, name: str) -> bool:
         st = read_node_status(name)
-        if st is None:
-            return False
-        return name not in self.started or st.get("pid") == self.started[name].pid
+        return st is not None and self._ours(name, st)
+
+    def wait_restarted(self, cluster, name: str, old_pid: int, timeout: float) -> dict:
+        """Until the supervisor has brought the node's agent back (a pid other than
+        `old_pid`) and it is ready; its report."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = read_node_status(name)
+            if st and st.get("pid") != old_pid and self._ready(cluster, name):
+                return st
+            time.sleep(0.1)
+        raise FastpathError(f"the agent of node {name} did not come back within {timeout:.0f}s",
+                            op="wait for the agent's supervisor")
 
     def _ready(self, cluster, name: str) -> bool:
         st = read_node_status(name)
         if not st or not st.get("ready") or not agent_pid(name):
             return False
-        if name in self.started and st.get("pid") != self.started[name].pid:
+        if not self._ours(name, st):
             return False   # the report of an agent before the one just started
-        return not self.status(cluster, only=name)[name]["missing"]
+        node = next(n for n in cluster.nodes if n.name == name)
+        return not routing.route_report(cluster, node, RTPROT_BIRD)["missing"]
 
     # ---- the routing seam --------------------------------------------------------------
 
@@ -370,18 +428,62 @@ class AgentRouting:
         return None
 
     def status(self, cluster, only: str | None = None) -> dict:
+        """Per node: its routes, its agent (running, ready, and since when a dead one last
+        reported), its BIRD, and its BGP sessions as BIRD itself has them now, each
+        against the sessions the datastore says it should have (a session BIRD lacks is
+        "missing"; the agent's report is not trusted for this, since a dead agent's is
+        stale)."""
+        view = None
+        try:
+            with ClusterStore.open(self._url()) as cs:
+                view = cs.view()
+        except DatastoreError:
+            pass   # the sessions BIRD has are shown as they are
         out: dict[str, Any] = {}
         for n in cluster.nodes:
             if only is not None and n.name != only:
                 continue
             st = read_node_status(n.name) or {}
+            pid = agent_pid(n.name)
             out[n.name] = {**routing.route_report(cluster, n, RTPROT_BIRD),
-                           "agent_pid": agent_pid(n.name), "ready": st.get("ready", False),
-                           "problems": st.get("problems", []),
-                           "sessions": [{"peer": s["protocol"].removeprefix("fp_peer_"),
-                                         "state": s["info"] or s["state"],
-                                         "established": s["established"]}
-                                        for s in st.get("sessions", [])]}
+                           "agent_pid": pid, "ready": bool(pid) and st.get("ready", False),
+                           "reported": st.get("time"),
+                           "supervisor_pid": supervisor_pid(n.name),
+                           "problems": st.get("problems", []) if pid else [],
+                           "bird_pid": self._bird_pid(n.name),
+                           "sessions": self._sessions(n.name, view)}
+        return out
+
+    def datastore_health(self) -> dict:
+        """Every member of the cluster's datastore, answering or not."""
+        return store_health(self._url())
+
+    def _sessions(self, name: str, view) -> list[dict]:
+        expected: list[str] | None = None
+        if view is not None and name in view.nodes:
+            mesh = bgpview.mesh_for(view, view.nodes[name])
+            expected = [peer_protocol(p.name) for p, _ in mesh.peers(name)]
+            expected += [external_protocol(p.name) for p in mesh.external_of(name)]
+        paths = bird.BirdPaths.under(node_state_dir(name), name)
+        protos = None
+        if bird.running_pid_at(paths):
+            try:
+                with BirdControl(str(paths.ctl)) as ctl:
+                    protos = {p.name: p for p in ctl.protocols() if p.proto == "BGP"}
+            except FastpathError:
+                protos = None
+        names = expected if expected is not None else sorted(protos or ())
+        out = []
+        for proto in names:
+            peer = (peer_of_protocol(proto) or proto).removeprefix("peer:")
+            p = (protos or {}).get(proto)
+            if p is None:
+                out.append({"peer": peer, "state": "bird down" if protos is None else "missing",
+                            "established": False, "uptime_s": None, "imported": None,
+                            "exported": None, "last_error": None})
+                continue
+            s = speakers.session_of(name, p).to_dict()
+            out.append({**s, "peer": peer})
         return out
 
     # ---- pods, through the node's agent as a runtime would --------------------------------
@@ -422,9 +524,10 @@ class AgentRouting:
                 sock.close()
 
 
-def _tail(path: Path) -> str:
+def _tail(path: Path, skip: str | None = None) -> str:
     try:
-        lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
+        lines = [x for x in path.read_text(errors="replace").splitlines()
+                 if x.strip() and not (skip and x.startswith(skip))]
     except FileNotFoundError:
         return ""
     return lines[-1][-200:] if lines else ""

@@ -76,6 +76,13 @@ class BirdPaths:
         return cls(d / f"{node}.conf", socket_path(d / f"{node}.ctl"), d / f"{node}.pid",
                    d / f"{node}.log")
 
+    @classmethod
+    def under(cls, state_dir: Path, node: str) -> "BirdPaths":
+        """The files of a node whose agent keeps its state in `state_dir` (a demo node's)."""
+        d = state_dir / "bgp" / naming.scope().rstrip("-")
+        return cls(d / f"{node}.conf", socket_path(d / f"{node}.ctl"), d / f"{node}.pid",
+                   d / f"{node}.log")
+
 
 def _enter_netns(fd: int) -> None:
     """In the forked child: join the node's network namespace (setns(2))."""
@@ -125,9 +132,53 @@ def _is_our_bird(pid: int, paths: BirdPaths) -> bool:
     return bool(argv) and os.path.basename(argv[0]) == b"bird" and os.fsencode(str(paths.ctl)) in argv
 
 
+def running_here() -> list[tuple[int, list[str]]]:
+    """Live BIRD processes in the caller's network namespace, with their argv: what a node
+    agent started without its state dir finds its node's BIRD by (a second BIRD in one
+    netns would fight the first for port 179)."""
+    try:
+        me = os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return []
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{d}/ns/net").st_ino != me:
+                continue
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue   # gone meanwhile, or not ours to read
+        if argv and os.path.basename(argv[0]) == "bird" and proc.alive(int(d)):
+            out.append((int(d), argv))
+    return out
+
+
+def state_of(argv: list[str]) -> tuple[Path, str, str] | None:
+    """(state dir, instance tag, node) of a BIRD that fastpath started, from its pid file
+    `<state dir>/bgp/<scope>/<node>.pid`; None for any other BIRD."""
+    try:
+        pid = Path(argv[argv.index("-P") + 1])
+    except (ValueError, IndexError):
+        return None
+    scope_dir = pid.parent.name
+    if pid.suffix != ".pid" or pid.parent.parent.name != "bgp" or not scope_dir.startswith("fp"):
+        return None
+    tag = scope_dir[len("fp-"):] if scope_dir.startswith("fp-") else ""
+    if scope_dir not in ("fp", f"fp-{tag}"):
+        return None
+    return pid.parent.parent.parent, tag, pid.stem
+
+
 def running_pid(node: str) -> int | None:
     """The pid of the node's BIRD if it is running, else None."""
-    paths = BirdPaths.of(node)
+    return running_pid_at(BirdPaths.of(node))
+
+
+def running_pid_at(paths: BirdPaths) -> int | None:
+    """The pid of the BIRD that `paths` belong to if it is running, else None."""
     pid = read_pid(paths)
     return pid if pid and _is_our_bird(pid, paths) else None
 

@@ -139,7 +139,8 @@ class Session:
         return {**self.__dict__, "established": self.established}
 
 
-def _session(node: str, p: Protocol) -> Session:
+def session_of(node: str, p: Protocol) -> Session:
+    """The Session a node's BIRD protocol `p` describes."""
     up = None
     if p.since and p.established:
         up = max(0.0, (dt.datetime.now() - p.since).total_seconds())
@@ -174,7 +175,7 @@ def node_sessions(mesh: Mesh, name: str) -> list[Session]:
             out.append(Session(name, peer.name, "bird down" if protos is None else "missing",
                                None, None, None, None, "", None))
         else:
-            out.append(_session(name, p))
+            out.append(session_of(name, p))
     return out
 
 

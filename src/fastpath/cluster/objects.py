@@ -12,9 +12,13 @@ Key layout (one prefix per kind, JSON values):
     /fastpath/pods/NODE/NAME    Pod       a pod a node's CNI added (its agent writes it)
     /fastpath/config/bgp        BgpConfig mesh on/off, route reflectors, the default ASN
 
-Registration and liveness are apart, as Calico keeps them: a node whose agent died is
-still a node (its block stays its own), it just has no `alive` key, so no one peers with
-it and services leave out its pods.
+Registration and liveness are apart, as Calico keeps them. Registration decides the data
+plane: every registered node with a pod CIDR is peered with, and its pods stay service
+backends. The `alive` key says only whether its agent (the control plane) runs: an agent
+that dies changes no route and no session, since its BIRD and pods go on (a node that
+stops for real is withdrawn by BGP's hold time, and the proxy's health checks take its
+backends out). Services leave out a node's pods only once its agent has been dead for a
+long grace (the agent's `dead_node_grace`), or when `node del` removes its registration.
 
 How Kubernetes would map onto this (no API server runs here, so this is on paper):
 Node.spec.podCIDRs -> Node.pod_cidr (blocks unused); node Ready/Lease objects -> Alive;
@@ -127,6 +131,15 @@ class Alive:
     pid: int
     host: str
     started: float
+    boot_id: str = ""        # the holder's machine boot (kernel.proc.boot_id)
+    starttime: int = 0       # the holder's start in clock ticks since boot: with boot_id
+                             # and pid, one process, checked on the same machine
+
+    def held_by_dead_process(self, boot_id: str, runs) -> bool:
+        """Whether the holder is known dead: it ran on this very boot (`boot_id`) and
+        `runs(pid, starttime)` says it no longer does. Elsewhere only the lease can tell."""
+        return bool(self.boot_id) and self.boot_id == boot_id and bool(self.starttime) \
+            and not runs(self.pid, self.starttime)
 
 
 @dataclass(frozen=True)
@@ -277,19 +290,29 @@ class View:
         return v
 
     def live_nodes(self) -> list[Node]:
+        """Registered nodes whose agent is alive (holds its lease)."""
         return [n for name, n in sorted(self.nodes.items()) if name in self.alive and n.pod_cidr]
+
+    def routed_nodes(self) -> list[Node]:
+        """Every registered node with a pod CIDR: the ones BGP peers with, alive or not."""
+        return [n for _, n in sorted(self.nodes.items()) if n.pod_cidr]
+
+    def dead_nodes(self) -> list[str]:
+        """Registered nodes whose agent holds no lease."""
+        return sorted(name for name in self.nodes if name not in self.alive)
 
     def node_blocks(self, node: str) -> list[str]:
         return sorted(b.cidr for b in self.blocks.values() if b.node == node)
 
-    def backends(self, svc: Service) -> list[str]:
-        """A service's backends now: its addresses, or the pods it selects on live nodes."""
+    def backends(self, svc: Service, gone: frozenset[str] | set[str] = frozenset()) -> list[str]:
+        """A service's backends now: its addresses, or the pods it selects on registered
+        nodes, less those on `gone` nodes (dead beyond the grace: see the module's note)."""
         if svc.backends:
             return list(svc.backends)
         out = []
         for (node, name), p in sorted(self.pods.items()):
-            if node not in self.alive:
-                continue  # a backend whose node died leaves the service
+            if node not in self.nodes or node in gone:
+                continue  # a backend whose node left (or is long dead) leaves the service
             if svc.pods is not None and not name.startswith(svc.pods):
                 continue
             if any(p.labels.get(k) != v for k, v in svc.selector.items()):
@@ -301,13 +324,15 @@ class View:
         return [p for _, p in sorted(self.peers.items()) if p.node in (None, node)]
 
 
-def check_node(view: View, new: Node, *, own_lease: int = 0) -> None:
+def check_node(view: View, new: Node, *, own_lease: int = 0,
+               holder_dead=lambda a: False) -> None:
     """Refuse a registration that clashes with another node, naming the clash: a live
-    node of the same name (another agent holds it), an equal or overlapping pod CIDR, a
-    router id or an underlay address already taken."""
+    node of the same name (another agent holds it, and `holder_dead(alive)` does not know
+    that agent dead), an equal or overlapping pod CIDR, a router id or an underlay
+    address already taken."""
     new.validate()
     alive = view.alive.get(new.name)
-    if alive is not None and alive.lease != own_lease:
+    if alive is not None and alive.lease != own_lease and not holder_dead(alive):
         raise Conflict(f"node {new.name} is already registered by a live agent (pid {alive.pid} "
                        f"on {alive.host}, lease {alive.lease:x})",
                        hint="pick another --node name, or stop that agent")

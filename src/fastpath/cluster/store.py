@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fastpath import naming, state
 from fastpath.cluster import alloc
-from fastpath.cluster.etcd_kv import EtcdKv
+from fastpath.cluster.etcd_kv import EtcdKv, parse_endpoints
 from fastpath.cluster.kv import BadDatastoreUrl, KvStore
 from fastpath.cluster.objects import (
     ROOT,
@@ -37,9 +37,11 @@ from fastpath.cluster.objects import (
 )
 from fastpath.cluster.sqlite_kv import SqliteKv
 from fastpath.errors import FastpathError, NotFound
+from fastpath.kernel import proc
 from fastpath.kernel.files import atomic_write
 
 DEFAULT_FILE = "cluster.db"
+HEALTH_TIMEOUT = 1.0   # seconds for one member's answer in `health`
 
 
 def instance_record() -> Path:
@@ -106,6 +108,33 @@ def open_kv(url: str | None = None) -> KvStore:
                           hint="use sqlite:///PATH or etcd://HOST:PORT[,HOST:PORT...]")
 
 
+def health(url: str | None = None) -> dict:
+    """Whether the datastore answers, member by member for etcd (a linearizable read on
+    each, so a member cut off from quorum counts as down): {"url", "ok", "members":
+    [{"endpoint", "ok", "error"}]}. `ok` is true only when every member answers."""
+    url = url or default_url()
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    endpoints = parse_endpoints(url) if scheme == "etcd" else [url]
+    rec = _recorded()
+    members = []
+    for ep in endpoints:
+        try:
+            kv = (EtcdKv("etcd://" + ep.removeprefix("http://"), timeout=HEALTH_TIMEOUT,
+                         netns=rec[1] if rec and rec[0] == url else None)
+                  if scheme == "etcd" else open_kv(url))
+        except FastpathError as e:
+            members.append({"endpoint": ep, "ok": False, "error": str(e)})
+            continue
+        try:
+            kv.revision()
+            members.append({"endpoint": ep, "ok": True, "error": None})
+        except FastpathError as e:
+            members.append({"endpoint": ep, "ok": False, "error": e.msg})
+        finally:
+            kv.close()
+    return {"url": url, "ok": all(m["ok"] for m in members), "members": members}
+
+
 class ClusterStore:
     def __init__(self, kv: KvStore) -> None:
         self.kv = kv
@@ -145,7 +174,8 @@ class ClusterStore:
             if not self.kv.replace(key("nodes", node.name), encode(node), prev.mod_revision):
                 raise Conflict(f"node {node.name} changed meanwhile; try again")
         alive = Alive(name=node.name, lease=lease, pid=os.getpid(), host=socket.gethostname(),
-                      started=time.time())
+                      started=time.time(), boot_id=proc.boot_id(),
+                      starttime=proc.starttime(os.getpid()) or 0)
         cur = self.kv.get(key("alive", node.name))
         if cur is not None and decode(Alive, cur.value).lease != lease:
             # check_node saw no live holder, so this key is on a lease that just expired

@@ -41,6 +41,23 @@ def starttime(pid: int) -> int | None:
     return int(f[19]) if f else None
 
 
+def boot_id() -> str:
+    """This boot of this machine (proc(5): /proc/sys/kernel/random/boot_id): a pid and a
+    start time name one process only together with it."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def runs(pid: int, start: int) -> bool:
+    """Whether the process that started at `start` (clock ticks since boot) as `pid` still
+    runs: alive, and the pid not reused since."""
+    f = stat_fields(pid)
+    return f is not None and f[0] not in ("Z", "X", "x") and int(f[19]) == start
+
+
 def terminate(pids: list[int], grace: float) -> None:
     """SIGTERM each of `pids`, wait up to `grace` seconds for them to die, SIGKILL the rest."""
     for p in pids:
