@@ -1,5 +1,7 @@
 """Node agents in the demo cluster, one per node netns, with the real datastore, BIRD,
-CNI and kernel: confinement, quiet restarts, a node that dies, bad starts."""
+CNI and kernel: confinement, quiet restarts (by the supervisor and by hand), an agent
+dead for longer than its lease (no data-plane outage, and a status that says so), a node
+that dies, bad starts."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import pytest
 
 from fastpath import naming
 from fastpath.agent import demo
+from fastpath.bgp import bird
 from fastpath.cluster.store import ClusterStore
 from fastpath.kernel import netns, proc
 from fastpath.podnet import cluster as cl
@@ -99,27 +102,51 @@ def _roundtrip(cli, conn, n: int) -> None:
     assert conn.recv(100) == msg
 
 
+def alive_nodes() -> set[str]:
+    with ClusterStore.open() as cs:
+        return set(cs.view().alive)
+
+
+def cluster_status() -> tuple[int, dict]:
+    p = run_fastpath("status", "--json", check=False)
+    return p.returncode, json.loads(p.stdout)
+
+
+def kill_agent_held_down(node: str) -> tuple[int, int]:
+    """kill -9 of the node's agent with its supervisor stopped (SIGSTOP), so the agent
+    stays dead until the caller lets the supervisor go on; (agent pid, supervisor pid)."""
+    sup = demo.supervisor_pid(node)
+    pid = demo.agent_pid(node)
+    assert sup and pid and sup != pid, f"node {node}: supervisor {sup}, agent {pid}"
+    os.kill(sup, signal.SIGSTOP)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not proc.alive(pid), 5, "the agent to die")
+    return pid, sup
+
+
+def sessions_since(st: dict) -> dict:
+    return {s["protocol"]: s["since"] for s in st["sessions"]}
+
+
 def test_agent_kill9_and_restart_drop_nothing(two_nodes):
     c = two_nodes
     n1 = c.nodes[0]
     r = demo.AgentRouting()
     before = agent_status(n1.name)
     bird_pid = r._bird_pid(n1.name)
-    since = {s["protocol"]: s["since"] for s in before["sessions"]}
+    since = sessions_since(before)
     assert since and all(since.values())
     cli, conn = _pod_pair(c)
     _roundtrip(cli, conn, 0)
     os.kill(before["pid"], signal.SIGKILL)
-    wait_for(lambda: not proc.alive(before["pid"]), 5, "the agent to die")
     _roundtrip(cli, conn, 1)                      # the data plane does not need the agent
     assert bird_routes(n1.netns) == {c.nodes[1].pod_cidr}
-    r.start_agent(n1)
-    r.wait_ready(c, [n1.name], timeout=patience(15, starts=1))
-    after = agent_status(n1.name)
+    # the supervisor brings it back, as systemd's Restart= would
+    after = r.wait_restarted(c, n1.name, before["pid"], patience(15, starts=1))
     assert after["pid"] != before["pid"]
     assert after["lease"] == before["lease"], "the restarted agent took a new lease"
     assert r._bird_pid(n1.name) == bird_pid, "BIRD was restarted"
-    assert {s["protocol"]: s["since"] for s in after["sessions"]} == since, "a BGP session was reset"
+    assert sessions_since(agent_status(n1.name)) == since, "a BGP session was reset"
     _roundtrip(cli, conn, 2)
     with ClusterStore.open() as cs:
         assert n1.name in cs.view().alive
@@ -127,29 +154,119 @@ def test_agent_kill9_and_restart_drop_nothing(two_nodes):
     conn.close()
 
 
-def test_a_stopped_node_leaves_routes_and_services(two_nodes):
+@pytest.mark.parametrize("shape", ["mesh", "reflector"])
+def test_an_agent_dead_past_its_lease_cuts_nothing_off(down, shape):
+    """kill -9 of an agent, held dead for 3x the lease TTL (the supervisor stopped): every
+    pod still reaches every pod, status is non-zero and names the dead agent (its JSON
+    agrees with its tables), and the supervisor then brings the agent back with no BGP
+    session reset. With a route reflector, the reflector's own agent dies."""
+    extra = ["--nodes", "3", "--route-reflector", "node1"] if shape == "reflector" else ["--nodes", "2"]
+    run_fastpath("up", "--pods", "1", *extra)
+    c = cl.load()
+    victim = c.nodes[0] if shape == "reflector" else c.nodes[1]
+    r = demo.AgentRouting()
+    since = {n.name: sessions_since(agent_status(n.name)) for n in c.nodes}
+    birds = {n.name: r._bird_pid(n.name) for n in c.nodes}
+    pid, sup = kill_agent_held_down(victim.name)
+    try:
+        deadline = time.monotonic() + 3 * demo.LEASE_TTL + 1
+        checks = 0
+        while time.monotonic() < deadline:
+            chk = json.loads(run_fastpath("check", "--json", check=False).stdout)
+            assert chk["ok"], f"pods cut off while {victim.name}'s agent is dead: {chk}"
+            checks += 1
+            time.sleep(1)
+        with ClusterStore.open() as cs:
+            assert victim.name not in cs.view().alive, "the dead agent's lease did not run out"
+        code, st = cluster_status()
+        assert code == 1, "status exited 0 with a dead agent"
+        assert not st["health"]["ok"]
+        assert any(f"node {victim.name}: its agent is not running" in p for p in st["health"]["problems"]), \
+            st["health"]["problems"]
+        assert st["routes"][victim.name]["agent_pid"] is None      # the table says the same
+        assert all(not v["missing"] for v in st["routes"].values())  # and no route went
+        dead = agent_status(victim.name)
+        assert not dead["ready"] and not dead["running"]
+        other = next(n for n in c.nodes if n != victim)
+        assert [d["node"] for d in agent_status(other.name)["dead_nodes"]] == [victim.name]
+    finally:
+        os.kill(sup, signal.SIGCONT)
+    back = r.wait_restarted(c, victim.name, pid, patience(15, starts=1))
+    assert back["ready"]
+    assert {n.name: r._bird_pid(n.name) for n in c.nodes} == birds, "a BIRD was restarted"
+    for n in c.nodes:
+        assert sessions_since(agent_status(n.name)) == since[n.name], f"a session of {n.name} was reset"
+    wait_for(lambda: cluster_status()[0] == 0, patience(10), "status to be healthy again")
+    print(f"{shape}: {checks} checks passed with {victim.name}'s agent dead for "
+          f"{3 * demo.LEASE_TTL}s")
+
+
+def test_a_restart_by_hand_finds_the_node_from_its_bird(two_nodes):
+    """The agent's own command line, run by hand without its state dir or instance (in
+    the flags or the environment), inside its node: it finds its state from the node's
+    running BIRD, takes over the dead agent's lease, and starts no second BIRD."""
+    c = two_nodes
+    n1 = c.nodes[0]
+    r = demo.AgentRouting()
+    before = agent_status(n1.name)
+    bird_pid = r._bird_pid(n1.name)
+    since = sessions_since(before)
+    argv = open(f"/proc/{before['pid']}/cmdline", "rb").read().decode().split("\0")[:-1]
+    for flag in ("--state-dir", "--instance"):
+        i = argv.index(flag)
+        del argv[i:i + 2]
+    sup = demo.supervisor_pid(n1.name)
+    os.kill(sup, signal.SIGKILL)       # no supervisor: this is the operator's own restart
+    os.kill(before["pid"], signal.SIGKILL)
+    wait_for(lambda: not proc.alive(before["pid"]), 5, "the agent to die")
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTPATH_STATE_DIR", "FASTPATH_INSTANCE")}
+    log = open(demo.node_state_dir(n1.name) / "by-hand.log", "wb")
+    p = subprocess.Popen(["nsenter", f"--net=/run/netns/{n1.netns}", *argv], env=env,
+                         stdout=log, stderr=log, start_new_session=True)
+    try:
+        after = wait_for(lambda: (lambda st: st if st and st["pid"] == p.pid and st["ready"] else None)(
+            demo.read_node_status(n1.name)), patience(20, starts=1), "the hand-started agent to be ready")
+        assert after["lease"] == before["lease"], "the hand-started agent took a new lease"
+        assert r._bird_pid(n1.name) == bird_pid, "BIRD was restarted"
+        ino = os.stat(f"/run/netns/{n1.netns}").st_ino
+        assert len(bird.running_here(ino)) == 1, "a second BIRD runs in the node"
+        assert sessions_since(agent_status(n1.name)) == since, "a BGP session was reset"
+        text = (demo.node_state_dir(n1.name) / "by-hand.log").read_text()
+        assert "found from its running BIRD" in text and "already registered" not in text, text
+    finally:
+        p.terminate()
+        p.wait(timeout=patience(10))
+        log.close()
+
+
+def test_a_stopped_node_is_withdrawn_by_bgp_and_leaves_services_on_node_del(two_nodes):
     c = two_nodes
     n1, n2 = c.nodes
     run_fastpath("service", "add", "web", "--listen", "10.96.0.10:80", "--pods", "node", "--port", "80")
-    both = wait_for(lambda: len(agent_status(n1.name)["services"].get("web", {}).get("backends", [])) == 2,
-                    10, "both pods in node1's service table")
-    assert both
+    both = sorted(f"{p.ip}:80" for p in c.pods)
+    wait_for(lambda: agent_status(n1.name)["services"].get("web", {}).get("backends") == both,
+             10, "both pods in node1's service table")
     r = demo.AgentRouting()
     # the link first, so no FIN or RST of the dying processes reaches anyone: as a power cut
     subprocess.run(["ip", "-n", c.underlay_netns, "link", "set", n2.bridge_port, "down"], check=True)
     t0 = time.monotonic()
-    for pid in (demo.agent_pid(n2.name), r._bird_pid(n2.name)):
+    for pid in (demo.supervisor_pid(n2.name), demo.agent_pid(n2.name), r._bird_pid(n2.name)):
         os.kill(pid, signal.SIGKILL)
-    budget = demo.LEASE_TTL + 3 + 2   # lease TTL + BGP hold time + slack for the sweep and polling
+    budget = 3 + 2   # the BGP hold time + slack for polling: BGP withdraws, not the lease
     wait_for(lambda: n2.pod_cidr not in bird_routes(n1.netns), patience(budget), "the route to withdraw")
     routes_s = time.monotonic() - t0
+    wait_for(lambda: n2.name not in alive_nodes(), patience(demo.LEASE_TTL + 2),
+             "node2's lease to run out")
+    # its pod stays a backend (the proxy's health checks judge it) until node del
+    time.sleep(1)
+    assert agent_status(n1.name)["services"]["web"]["backends"] == both
+    code, st = cluster_status()
+    assert code == 1 and any("node node2: its agent is not running" in x for x in st["health"]["problems"])
+    run_fastpath("node", "del", n2.name)
     mine = [f"{p.ip}:80" for p in c.pods_on(n1.name)]
     wait_for(lambda: agent_status(n1.name)["services"]["web"]["backends"] == mine,
-             patience(budget), "node2's pod to leave the service")
-    svc_s = time.monotonic() - t0
-    print(f"node stopped: route withdrawn after {routes_s:.1f}s, service endpoint after {svc_s:.1f}s")
-    with ClusterStore.open() as cs:
-        assert n2.name not in cs.view().alive
+             patience(5), "node2's pod to leave the service")
+    print(f"node stopped: route withdrawn by BGP after {routes_s:.1f}s")
 
 
 def test_a_clashing_agent_is_refused_before_it_writes(two_nodes, tmp_path):

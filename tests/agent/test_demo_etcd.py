@@ -48,6 +48,13 @@ def test_member_loss_then_quorum_loss_then_recovery(etcd_demo):
     assert readyz(c, n1.name)[0] == 200
     # one member down: writes still land and reach every node
     etcd.kill("etcd0")
+    # status names the dead member (and is non-zero), though the cluster works on
+    p = run_fastpath("status", "--json", check=False, timeout=patience(30))
+    st = json.loads(p.stdout)
+    dead = f"{etcd.member('etcd0').host}:{etcd.member('etcd0').client_port}"
+    assert p.returncode == 1 and not st["health"]["ok"]
+    assert [m["ok"] for m in st["health"]["datastore"]["members"]].count(False) == 1
+    assert any(x.startswith(f"datastore {dead}:") for x in st["health"]["problems"]), st["health"]
     run_fastpath("service", "add", "web", "--listen", "10.96.0.10:80", "--pods", "node", "--port", "80")
     wait_for(lambda: len(agent_status(n2.name)["services"].get("web", {}).get("backends", [])) == 2,
              patience(15), "the service on node2 with one etcd member down")
@@ -61,6 +68,12 @@ def test_member_loss_then_quorum_loss_then_recovery(etcd_demo):
     assert p.returncode != 0 and "no etcd member answered" in p.stderr
     time.sleep(2)
     assert {n.name: bird_routes(n.netns) for n in c.nodes} == routes
+    p = run_fastpath("status", "--json", check=False, timeout=patience(60))
+    st = json.loads(p.stdout)
+    assert p.returncode == 1
+    assert [m["ok"] for m in st["health"]["datastore"]["members"]] == [False, False, False], \
+        "a member without quorum was reported healthy"
+    assert any(f"node {n1.name}: its agent is not ready" in x for x in st["health"]["problems"])
     chk = json.loads(run_fastpath("check", "--json", check=False).stdout)
     assert chk["ok"], "pods stopped reaching each other while etcd had no quorum"
     # quorum back: the agents recover by themselves

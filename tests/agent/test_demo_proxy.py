@@ -9,15 +9,17 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from fastpath.agent import demo
+from fastpath.agent import demo, servicetable
 from fastpath.kernel import netns, proc
 from fastpath.podnet import cluster as cl
 from tests.agent.test_demo_agents import agent_status, wait_for
+from tests.agent.test_demo_etcd import readyz
 from tests.conftest import patience, run_fastpath
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -98,8 +100,8 @@ def test_services_program_the_proxies_and_survive_an_agent_restart(proxy_demo):
     os.kill(before["pid"], signal.SIGKILL)
     wait_for(lambda: not proc.alive(before["pid"]), 5, "the agent to die")
     roundtrip(conn, 1)          # the proxy does not need its agent to forward
-    demo.AgentRouting().start_agent(n1)
-    demo.AgentRouting().wait_ready(c, [n1.name], timeout=patience(15, starts=1))
+    # its supervisor starts it again
+    demo.AgentRouting().wait_restarted(c, n1.name, before["pid"], patience(15, starts=1))
     after = agent_status(n1.name)
     assert after["proxy_pid"] == proxy_pid, "the restarted agent started another proxy"
     roundtrip(conn, 2)
@@ -115,3 +117,104 @@ def test_services_program_the_proxies_and_survive_an_agent_restart(proxy_demo):
     for s in (conn, conn2, srv):
         s.close()
     time.sleep(0)
+
+
+def agent_pids(c) -> dict[str, int]:
+    return {n.name: agent_status(n.name)["pid"] for n in c.nodes}
+
+
+def reply_from(pod, vip: str, port: int = 80) -> bytes:
+    s = connect_via(pod, vip, port)
+    with s:
+        s.settimeout(5)
+        s.sendall(b"hi\n")
+        return s.recv(100)
+
+
+def test_an_idle_proxy_never_stalls_its_agent(proxy_demo):
+    """The demo with node proxies, idle for longer than the table's stall bound, then more
+    changes than the table has version buffers (services and pods): every agent stays up
+    and ready, every change is programmed on every node, and a pod reaches each new VIP."""
+    c = proxy_demo
+    pids = agent_pids(c)
+    client = c.pods_on(c.nodes[0].name)[0]
+    time.sleep(patience(4))     # > the 2 s stall bound: an online-but-idle reader blocks now
+    t0 = time.monotonic()
+    vips_made = []
+    for i in range(1, 7):
+        vip = f"10.96.1.{i}"
+        run_fastpath("service", "add", f"s{i}", "--listen", f"{vip}:80", "--pods", "node", "--port",
+                     "8080")
+        vips_made.append(vip)
+        if i % 2 == 0:
+            run_fastpath("pod", "add", c.nodes[i % 2].name, f"extra{i}")
+            run_fastpath("pod", "del", f"extra{i}")
+    run_fastpath("service", "del", "s1")
+    want = {f"s{i}" for i in range(2, 7)} | {"demo"}
+    for n in c.nodes:
+        # within the programming bound: a stalled table would only come back after the
+        # agent replaced it (servicetable.REPLACE_AFTER), which is a failure here
+        wait_for(lambda n=n: set(agent_status(n.name)["services"]) == want and agent_status(n.name)["ready"],
+                 patience(3), f"node {n.name} to program every change")
+    took = time.monotonic() - t0
+    assert agent_pids(c) == pids, "an agent died (or was restarted) under the changes"
+    for n in c.nodes:
+        st = agent_status(n.name)
+        assert st["table"] == {"generation": 1, "replaced": 0, "pending": False}, \
+            f"node {n.name}'s proxy stalled the service table: {st['table']}"
+    for vip in vips_made[1:]:
+        assert reply_from(client, vip).startswith(b"node"), vip
+    print(f"12 changes after idle programmed on every node in {took:.1f}s")
+
+
+HUNG_READER = r"""
+import os, sys
+from fastpath.rcu.table import SharedTable
+fd = os.open(sys.argv[1], os.O_RDWR)
+t = SharedTable.attach(fd)       # online, and never quiescent again
+print("online", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _table_fd(pid: int) -> str:
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if "rcu-agent-services" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                return f"/proc/{pid}/fd/{fd}"
+        except OSError:
+            continue
+    raise AssertionError(f"agent {pid} holds no service table")
+
+
+def test_a_hung_table_reader_costs_the_agent_nothing(proxy_demo):
+    """A reader that attaches to the agent's own service table and never reports: the
+    agent keeps every duty, /readyz names the reader while a change waits, and once the
+    reader is hung beyond the bound the agent hands its proxy a fresh table, so the
+    changes reach the proxy and a pod reaches the new VIPs."""
+    c = proxy_demo
+    n1 = c.nodes[0]
+    pid = agent_status(n1.name)["pid"]
+    hung = subprocess.Popen(["nsenter", f"--net=/run/netns/{n1.netns}", sys.executable, "-c",
+                             HUNG_READER, _table_fd(pid)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert hung.stdout is not None and hung.stdout.readline().strip() == "online"
+        for i in range(1, 7):    # more publishes than the table's version buffers
+            run_fastpath("service", "add", f"h{i}", "--listen", f"10.96.2.{i}:80", "--pods", "node",
+                         "--port", "8080")
+        code, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(readyz(c, n1.name)),
+                              patience(5), "node1's /readyz to report the stall")
+        assert f"pid {hung.pid}" in body and "grace period" in body, body
+        def replaced():
+            s = agent_status(n1.name)
+            new = [k for k in s["services"] if k.startswith("h")]
+            return s if s["ready"] and len(new) == 6 and s["table"]["replaced"] >= 1 else None
+        st = wait_for(replaced, patience(servicetable.REPLACE_AFTER + 10), "the table to be replaced")
+        assert st["pid"] == pid, "the agent died of a hung reader"
+        assert readyz(c, n1.name)[0] == 200
+        client = c.pods_on(n1.name)[0]
+        assert reply_from(client, "10.96.2.6").startswith(b"node")
+    finally:
+        hung.kill()
+        hung.wait()

@@ -51,9 +51,28 @@ def test_nodes_route_through_the_tor_and_a_dead_node_leaves_it(tor_demo):
     r = demo.AgentRouting()
     subprocess.run(["ip", "-n", c.underlay_netns, "link", "set", n2.bridge_port, "down"], check=True)
     t0 = time.monotonic()
-    for pid in (demo.agent_pid(n2.name), r._bird_pid(n2.name)):
+    for pid in (demo.supervisor_pid(n2.name), demo.agent_pid(n2.name), r._bird_pid(n2.name)):
         os.kill(pid, signal.SIGKILL)
     wait_for(lambda: n2.pod_cidr not in tor.routes(), patience(3 + 3), "FRR to withdraw node2's block",
              step=0.2)
     wait_for(lambda: n2.pod_cidr not in bird_routes(n1.netns), patience(3 + 3), "node1 to lose the route")
     print(f"node2 stopped: FRR and node1 withdrew its block after {time.monotonic() - t0:.1f}s")
+
+
+def test_a_dead_tor_is_a_problem_status_names(tor_demo):
+    """kill -9 of the router's bgpd: every node's session to it goes down, and status says
+    so (non-zero, the session named per node, its JSON agreeing with its tables)."""
+    c = tor_demo
+    os.kill(tor.running()["bgpd"], signal.SIGKILL)
+
+    def down():
+        p = run_fastpath("status", "--json", check=False)
+        st = json.loads(p.stdout)
+        return (p.returncode, st) if p.returncode == 1 and all(
+            not s["established"] for n in c.nodes for s in st["routes"][n.name]["sessions"]) else None
+    code, st = wait_for(down, patience(3 + 5), "status to see the sessions down", step=0.5)
+    assert not st["health"]["ok"]
+    for n in c.nodes:
+        assert [s["peer"] for s in st["routes"][n.name]["sessions"]] == ["tor"]
+        problems = st["health"]["problems"]
+        assert any(p.startswith(f"node {n.name}: BGP session with tor is ") for p in problems), problems

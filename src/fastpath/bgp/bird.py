@@ -132,12 +132,12 @@ def _is_our_bird(pid: int, paths: BirdPaths) -> bool:
     return bool(argv) and os.path.basename(argv[0]) == b"bird" and os.fsencode(str(paths.ctl)) in argv
 
 
-def running_here() -> list[tuple[int, list[str]]]:
-    """Live BIRD processes in the caller's network namespace, with their argv: what a node
-    agent started without its state dir finds its node's BIRD by (a second BIRD in one
-    netns would fight the first for port 179)."""
+def running_here(net_inode: int | None = None) -> list[tuple[int, list[str]]]:
+    """Live BIRD processes in the caller's network namespace (or the one whose inode is
+    `net_inode`), with their argv: what a node agent started without its state dir finds
+    its node's BIRD by (a second BIRD in one netns would fight the first for port 179)."""
     try:
-        me = os.stat("/proc/self/ns/net").st_ino
+        me = net_inode or os.stat("/proc/self/ns/net").st_ino
     except OSError:
         return []
     out = []

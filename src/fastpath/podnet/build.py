@@ -19,6 +19,7 @@ import time
 from fastpath import faults, naming, state
 from fastpath.errors import (
     AlreadyExists,
+    FastpathError,
     KernelError,
     NotFound,
     UsageError,
@@ -227,7 +228,7 @@ class Builder:
             check(c, node)
         removed = []
         for p in c.pods_on(name):
-            self.del_pod(p.name)
+            self.del_pod(p.name, node_going=True)
             removed.append(f"pod {p.name}")
         with state.transaction(self.conn):
             cl.delete_node(self.conn, name)
@@ -302,13 +303,21 @@ class Builder:
         return cl.Pod(name=name, node=node.name, netns=ns_name, ip=str(ip),
                       host_ifname=pod_host_ifname(name), ifname=plan.POD_IFNAME, phase="ready")
 
-    def del_pod(self, pod_name: str) -> cl.Pod:
+    def del_pod(self, pod_name: str, node_going: bool = False) -> cl.Pod:
+        """Delete a pod. With `node_going` (its node is being removed), a node agent that
+        does not answer its CNI DEL is no reason to stop: the node's netns, and with it the
+        pod's veth, goes next, and the node's records leave the datastore with it (an
+        operator removes exactly the nodes whose agents are dead)."""
         c = cl.require(self.conn)
         pod = c.pod(pod_name)
         node = c.node(pod.node)
         backend = routing.get(c.routing)
         if hasattr(backend, "del_pod"):
-            backend.del_pod(node, pod.name, pod.netns)
+            try:
+                backend.del_pod(node, pod.name, pod.netns)
+            except FastpathError:
+                if not node_going:
+                    raise
             self._delete_netns(pod.netns)
             cl.delete_pod(self.conn, pod.name)
             return pod
