@@ -7,7 +7,7 @@ import argparse
 import importlib
 import importlib.util
 
-BENCHES = ("podnet", "cni", "bgp", "cluster", "accel", "proxy", "shm", "rcu")
+BENCHES = ("podnet", "cni", "bgp", "cluster", "accel", "proxy", "shm", "rcu", "soak")
 
 
 def register(sub) -> None:
