@@ -31,8 +31,16 @@ def print_json(data: Any, file=None) -> None:
     (file or sys.stdout).write("\n")
 
 
+PIPE_WIDTH = 100_000   # columns when the output is not a terminal: no cell is ever cut
+
+
 def console(stderr: bool = False):
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    """A console for people. On a terminal, its width; in a pipe or a log, where rich would
+    assume 80 columns and cut cells to `10.255.0.1…`, wide enough that every cell stays
+    whole (tables are only as wide as their content)."""
+    stream = sys.stderr if stderr else sys.stdout
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    return Console(file=stream, highlight=False, soft_wrap=True, width=None if tty else PIPE_WIDTH)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]):
