@@ -65,6 +65,16 @@ class ConfigError(UsageError):
         self.where = where
 
 
+class CommandNotRunnable(FastpathError):
+    """A command to run (`fastpath exec POD -- CMD`) could not be executed. Exit codes as
+    the shells, env(1) and nsenter(1) give them: 127 when it was not found, 126 when it was
+    found but could not be executed."""
+
+    def __init__(self, msg: str, *, not_found: bool, **kw) -> None:
+        super().__init__(msg, **kw)
+        self.exit_code = 127 if not_found else 126
+
+
 class MissingDependency(FastpathError):
     """A program or kernel feature fastpath needs is not on this machine."""
 

@@ -73,6 +73,10 @@ def test_pod_add_del_list_exec(cluster):
     out = run_fastpath("exec", "web", "--", "ip", "-o", "-4", "addr", "show", "dev", "eth0")
     assert "10.244.2.4/32" in out.stdout
     assert run_fastpath("exec", "web", "--", "sh", "-c", "exit 7", check=False).returncode == 7
+    # as env(1), nsenter(1) and the shells: 127 not found, 126 found but not executable
+    missing = run_fastpath("exec", "web", "--", "/nonexistent", check=False)
+    assert missing.returncode == 127 and "No such file" in missing.stderr, missing.stderr
+    assert run_fastpath("exec", "web", "--", "/etc/hostname", check=False).returncode == 126
     assert json.loads(run_fastpath("check", "--json").stdout)["pairs"] == 20
     run_fastpath("pod", "del", "web")
     assert naming.name("pod", "web") not in netns.list_names()
@@ -105,7 +109,9 @@ def test_bad_input_names_the_thing_and_changes_nothing(cluster):
     netns.delete(naming.name("pod", "node2-pod2"))
     netns.delete(naming.name("node2"))
     fails("pod", "add", "node2", "late", match=f"netns {naming.name('node2')} does not exist")
-    st = json.loads(run_fastpath("status", "--json").stdout)
+    p = run_fastpath("status", "--json", check=False)
+    st = json.loads(p.stdout)
+    assert p.returncode == 1 and not st["health"]["ok"]   # node2's netns is gone
     assert st["pods"] == cluster["pods"] and st["nodes"] == cluster["nodes"]
     # node1's pods still reach each other
     chk = json.loads(run_fastpath("check", "--json", check=False).stdout)
@@ -120,8 +126,9 @@ def test_status_names_breakage_and_check_recovers(cluster):
     node2 = naming.name("node2")
     subprocess.run(["ip", "-n", naming.name("node1"), "link", "set", pod["host_ifname"], "down"], check=True)
     subprocess.run(["ip", "netns", "exec", node2, "iptables", "-F", "FP-FORWARD"], check=True)
-    st = json.loads(run_fastpath("status", "--json").stdout)["health"]
-    assert not st["ok"]
+    p = run_fastpath("status", "--json", check=False)
+    st = json.loads(p.stdout)["health"]
+    assert p.returncode == 1 and not st["ok"]
     assert any("does not jump to an intact FP-FORWARD" in x for x in st["nodes"]["node2"])
     assert f"host interface {pod['host_ifname']} is down" in st["pods"][pod["name"]]
     chk = run_fastpath("check", "--json", check=False)

@@ -313,8 +313,11 @@ def cmd_exec(args) -> int:
     try:
         os.execvp(argv[0], argv)
     except OSError as e:
-        from fastpath.errors import KernelError
-        raise KernelError.from_oserror(f"exec {argv[0]} in pod {pod.name}", e) from e
+        import errno
+
+        from fastpath.errors import CommandNotRunnable
+        raise CommandNotRunnable(e.strerror or str(e), op=f"exec {argv[0]} in pod {pod.name}",
+                                 errno=e.errno, not_found=e.errno == errno.ENOENT) from e
     return 127
 
 
