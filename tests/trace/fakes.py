@@ -34,6 +34,7 @@ class FakeMachine:
     routes: dict[str, list[FakeRoute]] = field(default_factory=dict)
     peers: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     lookups: list[tuple] = field(default_factory=list)
+    listeners: set[tuple[str, str, int]] | None = None   # (netns, ip, port); None: all listen
 
     # -- Probe --------------------------------------------------------------------
     def namespaces(self):
@@ -44,6 +45,11 @@ class FakeMachine:
 
     def peer(self, ns, ifname):
         return self.peers.get((ns, ifname))
+
+    def listening(self, ns, ip, port):
+        if self.listeners is None:
+            return True
+        return (ns, ip, port) in self.listeners or (ns, "0.0.0.0", port) in self.listeners
 
     def route_get(self, ns, dst, *, src=None, iif=None, oif=None):
         self.lookups.append((ns, dst, src, iif))

@@ -7,6 +7,7 @@ import pytest
 
 from fastpath.errors import NotFound
 from fastpath.trace.collect import LiveProbe, scoped_namespaces
+from fastpath.trace.model import tcp_listeners
 
 pytestmark = pytest.mark.root
 
@@ -67,3 +68,11 @@ def test_route_get_answers_like_ip_route_get(topo):
 def test_a_vanished_namespace_is_named(topo):
     with LiveProbe(["fp-nosuch-ns"]) as p, pytest.raises(NotFound, match="fp-nosuch-ns"):
         p.snapshot("fp-nosuch-ns")
+
+
+def test_proc_net_tcp_listeners_are_parsed():
+    text = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+            "   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0\n"
+            "   1: 0201F40A:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0\n"
+            "   2: 0201F40A:0050 0301F40A:D431 01 00000000:00000000 00:00000000 00000000     0\n")
+    assert tcp_listeners(text) == {("0.0.0.0", 8080), ("10.244.1.2", 80)}

@@ -229,3 +229,18 @@ def test_forwarding_off_is_named_before_rp_filter_as_the_kernel_checks_it():
     tr = walk(m, ep["pa"], ep["pb"])
     assert tr.cause.kind == path.FORWARDING_OFF and tr.cause.netns == "n2"
     assert m.route_get("n2", "10.244.2.2", src="10.244.1.2", iif="ul0").errno == 113
+
+
+def test_nothing_listening_is_refused_not_delivered():
+    m, ep = cluster()
+    m.listeners = {("pb", "0.0.0.0", 80)}
+    assert walk(m, ep["pa"], ep["pb"], port=80).ok
+    tr = walk(m, ep["pa"], ep["pb"], port=9)
+    assert tr.delivered and not tr.ok and tr.broken_by.kind == path.NO_LISTENER
+    assert "nothing there listens on tcp/9: the connection is refused" in tr.summary()
+    assert not tr.summary().startswith("delivered")
+    assert tr.reply is None      # no SYN-ACK to follow: the answer is a RST
+    # ICMP has no ports, and a listener on the pod's own address counts as well as the wildcard
+    assert walk(m, ep["pa"], ep["pb"], proto="icmp", port=None).ok
+    m.listeners = {("pb", ep["pb"].ip, 9)}
+    assert walk(m, ep["pa"], ep["pb"], port=9).ok

@@ -27,10 +27,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from fastpath import naming
 from fastpath.errors import KernelError, NotFound
+from fastpath.kernel.netns import run_in
 from fastpath.podnet import netfilter, sysctl
 from fastpath.podnet.rtnl import Rtnl
 from fastpath.trace import iptables
-from fastpath.trace.model import Link, NetnsSnapshot, RouteAnswer
+from fastpath.trace.model import Link, NetnsSnapshot, RouteAnswer, tcp_listeners
 
 NETNS_DIR = "/run/netns"
 
@@ -196,6 +197,19 @@ class LiveProbe:
             return None
         other = self.snapshot(pns).link_by_index(lk.peer_index)
         return (pns, other.name) if other else None
+
+    def listening(self, netns: str, ip: str, port: int) -> bool | None:
+        """From the netns's own /proc/net/tcp, read by a thread inside it (proc(5): the
+        table is per network namespace, and /proc/thread-self/net is the reading
+        thread's)."""
+        def read() -> str:
+            with open("/proc/thread-self/net/tcp") as f:
+                return f.read()
+        try:
+            text = run_in(netns, read)
+        except (OSError, NotFound, KernelError):
+            return None
+        return (ip, port) in tcp_listeners(text) or ("0.0.0.0", port) in tcp_listeners(text)
 
     def _nsid_map(self, netns: str) -> dict[int, str]:
         """nsid (as `netns` numbers them) -> name, for the namespaces in scope."""

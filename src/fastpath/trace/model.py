@@ -154,6 +154,10 @@ class Probe(Protocol):
         """(netns, ifname) of the other end of veth `ifname`; None if not a veth or the
         other end is outside `namespaces()`."""
 
+    def listening(self, netns: str, ip: str, port: int) -> bool | None:
+        """Whether a TCP socket in `netns` listens on ip:port (or the wildcard address);
+        None when that cannot be told."""
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -166,3 +170,23 @@ class Endpoint:
 
     def __post_init__(self) -> None:
         ipaddress.IPv4Address(self.ip)
+
+
+TCP_LISTEN = "0A"   # include/net/tcp_states.h: TCP_LISTEN = 10
+
+
+def tcp_listeners(proc_net_tcp: str) -> set[tuple[str, int]]:
+    """(address, port) of every listening socket in the text of /proc/net/tcp (proc(5):
+    local_address is the IPv4 address as a host-order hex word, then the port in hex)."""
+    out = set()
+    for line in proc_net_tcp.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 4 or f[3] != TCP_LISTEN:
+            continue
+        addr, _, port = f[1].partition(":")
+        try:
+            ip = str(ipaddress.IPv4Address(int(addr, 16).to_bytes(4, "little")))
+            out.add((ip, int(port, 16)))
+        except ValueError:
+            continue
+    return out

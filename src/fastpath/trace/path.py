@@ -38,6 +38,7 @@ FORWARDING_OFF = "forwarding-off"
 NEIGHBOUR = "neighbour"
 LOOP = "loop"
 MARTIAN = "martian"
+NO_LISTENER = "no-listener"          # delivered, but the destination answers with a RST
 
 # The input route lookup refuses a source that fails validation (rp_filter among other
 # checks) with EINVAL on current kernels (the martian-source path of ip_route_input_slow)
@@ -351,6 +352,15 @@ class PathWalk:
         if self.trace.dst.netns and hop.netns != self.trace.dst.netns:
             self.trace.notes.append(f"delivered locally in {hop.label}, not in "
                                     f"{self.label(self.trace.dst.netns)}")
+        if self.trace.direction == "request" and self.pkt.proto == "tcp" and self.trace.port:
+            # a SYN that arrives where nothing listens is answered with a RST
+            if self.probe.listening(hop.netns, self.pkt.dst, self.trace.port) is False:
+                hop.checks.append(Check("listener", False, f"no TCP listener on "
+                                        f"{self.pkt.dst}:{self.trace.port}", "nothing listens"))
+                raise self._fail(NO_LISTENER, hop.netns,
+                                 f"the packet reaches {hop.label} ({self.pkt.dst}), but nothing "
+                                 f"there listens on tcp/{self.trace.port}: the connection is "
+                                 f"refused (RST)")
         return None
 
     def _route(self, hop: Hop, snap: NetnsSnapshot, *, src: str) -> RouteAnswer:
