@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 from fastpath import naming, state
-from fastpath.agent import bgpview
+from fastpath.agent import accelview, bgpview
 from fastpath.agent import proxy as nodeproxy
 from fastpath.agent.config import AgentConfig
 from fastpath.agent.deadnodes import DeadNodes
@@ -386,18 +386,21 @@ class NodeAgent:
             log.error("node proxy not programmed: %s", e)
 
     def apply_accel(self, view: View) -> None:
-        """accel's local map: this node's address and its pods' addresses."""
+        """accel's local map: this node's address and its pods' addresses, reconciled
+        against what the map holds (agent/accelview.py)."""
         assert self.node is not None
         if not loader.is_enabled():
             self.accel_local = None
             return
-        want = {f"{self.node.ip}/32"} | {f"{p.ip}/32" for (n, _), p in view.pods.items()
-                                          if n == self.node.name}
-        have = self.accel_local if self.accel_local is not None else set()
+        want = accelview.wanted(self.node.ip, [p.ip for (n, _), p in view.pods.items()
+                                               if n == self.node.name])
         try:
-            loader.set_local([ipaddress.ip_network(x) for x in sorted(want - have)],
-                             [ipaddress.ip_network(x) for x in sorted(have - want)])
-            self.accel_local = want
+            add, remove = accelview.plan(loader.local_nets(), self.node.ip, self.node.pod_cidr, want)
+            if add or remove:
+                loader.set_local(add, remove)
+                log.info("accel local set: added %s, removed %s", [str(n) for n in add] or "-",
+                         [str(n) for n in remove] or "-")
+            self.accel_local = {str(n) for n in want}
         except FastpathError as e:
             log.error("accel local map not updated: %s", e)
 

@@ -68,6 +68,7 @@ from fastpath.podnet import routing, sysctl
 from fastpath.podnet.rtnl import Rtnl
 from fastpath.proxy import demo as proxydemo
 from fastpath.proxy.master import PROGRAM_SOCKET
+from fastpath.sockredir import loader
 
 RTPROT_BIRD = 12
 ETCD_MEMBERS = 3
@@ -207,7 +208,7 @@ class AgentRouting:
             u.call(f"add {addr} to {cluster.bridge}", "addr", "add", index=u.index(cluster.bridge),
                    address=addr, prefixlen=net.prefixlen)
         sysctl.write(cluster.underlay_netns, {"net.ipv4.ip_forward": 1})
-        tor.start(cluster.underlay_netns, tor.render(tor.DEFAULT_ASN, addr, str(net), DEFAULT_ASN,
+        tor.start(cluster.underlay_netns, tor.render(tor.DEFAULT_ASN, addr, str(net),
                                                      hold=self.hold or 3,
                                                      keepalive=max(1, (self.hold or 3) // 3)))
         cs.put_peer(Peer(name="tor", address=addr, asn=tor.DEFAULT_ASN))
@@ -219,9 +220,15 @@ class AgentRouting:
 
     # ---- desired state and agents ------------------------------------------------------
 
+    def asn_of(self, n) -> int:
+        """With a ToR, an ASN per node (RFC 7938: eBGP between the nodes and the rack's
+        router, a private ASN each); else the cluster's one ASN (iBGP mesh or reflector)."""
+        tor_on = self.tor or _options().get("tor", False)
+        return DEFAULT_ASN + n.index if tor_on else DEFAULT_ASN
+
     def _write_node(self, cs: ClusterStore, n) -> None:
         node = Node(name=n.name, address=f"{n.underlay_ip}/{n.underlay_prefixlen}", pod_cidr=n.pod_cidr,
-                    router_id=n.router_id)
+                    router_id=n.router_id, asn=self.asn_of(n))
         node.validate()
         prev = cs.kv.get(key("nodes", n.name))
         if prev is not None and decode(Node, prev.value) != node:
@@ -236,7 +243,7 @@ class AgentRouting:
         # `ps` shows, the agent is the same agent
         argv = [sys.executable, "-m", "fastpath", "agent", "--node", n.name, "--datastore", self._url(),
                 "--address", f"{n.underlay_ip}/{n.underlay_prefixlen}", "--pod-cidr", n.pod_cidr,
-                "--router-id", n.router_id, "--socket", cni_socket(n.name),
+                "--router-id", n.router_id, "--asn", str(self.asn_of(n)), "--socket", cni_socket(n.name),
                 "--health", "127.0.0.1:9099", "--lease-ttl", str(LEASE_TTL),
                 "--state-dir", str(d), "--instance", naming.instance()]
         if self.proxy:
@@ -341,9 +348,10 @@ class AgentRouting:
             self._start_etcd(cluster)
         elif self.url is not None and self.url != "sqlite":
             record_instance_datastore(self.url, None)
-        if self.proxy:
+        if self.proxy or self.tor:
+            # what later commands (node add) must start their agents with
             _options_path().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _options_path().write_text(json.dumps({"proxy": True}))
+            _options_path().write_text(json.dumps({"proxy": self.proxy, "tor": self.tor}))
         if self.tor and self.reflector:
             raise UsageError("--tor and --route-reflector: with a ToR the nodes peer only with it")
         with ClusterStore.open(self._url()) as cs:
@@ -361,12 +369,23 @@ class AgentRouting:
     def node_added(self, cluster, node) -> None:
         with ClusterStore.open(self._url()) as cs:
             self._write_node(cs, node)
+        if loader.is_enabled():
+            # the demo's nodes share this kernel: every node's pods are local to every other
+            loader.set_local([ipaddress.ip_network(node.pod_cidr),
+                              ipaddress.ip_network(f"{node.underlay_ip}/32")], [])
         self.start_agent(node)
         self.wait_ready(cluster, [n.name for n in cluster.nodes])
 
     def node_removed(self, cluster, node) -> None:
         self.stop_agent(node.name)
         self._forget_node(node.name)
+        if loader.is_enabled():
+            # its pod CIDR and address, and the /32s its agent kept there
+            block = ipaddress.ip_network(node.pod_cidr)
+            gone = [n for n in loader.local_nets()
+                    if n == block or n == ipaddress.ip_network(f"{node.underlay_ip}/32")
+                    or (n.version == 4 and n.subnet_of(block))]
+            loader.set_local([], gone)
 
     def check_node_removal(self, cluster, node) -> None:
         if node.name == self.reflector:

@@ -115,7 +115,8 @@ def _enable(args) -> int:
     res["notes"] = pre.notes
     emit(args, res, lambda r: "\n".join(
         [f"accel enabled: sockops on {r['cgroup']}"
-         f"{' (created)' if r['created_cgroup'] else ''}, pins in "
+         f"{' (created)' if r['created_cgroup'] else ' (already there)' if r.get('owned_cgroup') else ''}"
+         f", pins in "
          f"{r['pins']}, local: {', '.join(r['local']) or '-'}; peer queue bound: "
          f"{r['peer_queue']['mode']}"
          f"{'; ' + pre.selftest.line() if pre.selftest else ''}",
@@ -193,9 +194,13 @@ def _local(args) -> int:
 
     add = [keys.parse_cidr(c) for c in args.add]
     rm = [keys.parse_cidr(c) for c in args.remove]
-    nets = loader.set_local(add, rm)
-    emit(args, {"local": nets}, lambda d: "\n".join(d["local"]) or "(none)")
-    return 0
+    nets, absent = loader.change_local(add, rm)
+
+    def render(d):
+        lines = [f"{n} was not in the local set: nothing removed" for n in d["not_there"]]
+        return "\n".join(lines + (d["local"] or ["(none)"]))
+    emit(args, {"local": nets, "not_there": absent}, render)
+    return 1 if absent else 0
 
 
 def _run(args) -> int:

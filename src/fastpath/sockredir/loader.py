@@ -272,14 +272,16 @@ def enable(cgroup_path: str, extra_local: list, config: dict | None = None,
         # earlier enable made it
         owned = cgroup_path == CG.default_path()
         made = CG.create(cgroup_path) if owned else False
-        created = owned
         cg_fd = Fd(os.open(cgroup_path, os.O_RDONLY | os.O_DIRECTORY), cgroup_path)
         B.prog_attach(ops.prog_fd("fp_sockops"), cg_fd.fileno(), B.BPF_CGROUP_SOCK_OPS,
                       f"sockops to cgroup {cgroup_path}")
         attached_ops = True
         prog_id = B.obj_id(ops.prog_fd("fp_sockops"))
-        _record(cgroup_path, created, prog_id, bound, selftest)
-        return {"cgroup": cgroup_path, "created_cgroup": created, "pins": pin_dir(),
+        # recorded as fastpath's to remove (owned), reported as made now or found (made):
+        # a cgroup that an earlier disable kept is fastpath's, but not created by this call
+        _record(cgroup_path, owned, prog_id, bound, selftest)
+        return {"cgroup": cgroup_path, "created_cgroup": made, "owned_cgroup": owned,
+                "pins": pin_dir(),
                 "sockops_prog_id": prog_id, "local": [str(n) for n in nets], "config": cfg,
                 "peer_queue": bound.to_dict(), "selftest": selftest}
     except BaseException:
@@ -463,13 +465,27 @@ def tune(**changes: int) -> dict[str, int]:
 
 
 def set_local(add: list, remove: list) -> list[str]:
+    return change_local(add, remove)[0]
+
+
+def change_local(add: list, remove: list) -> tuple[list[str], list[str]]:
+    """Add and remove local prefixes; (the set now, the prefixes to remove that were not
+    in it)."""
     p = open_pinned()
     try:
         _, _, local = p.views()
         for n in add:
             local.add(n)
-        for n in remove:
-            local.remove(n)
-        return [str(n) for n in local.list()]
+        absent = [str(n) for n in remove if not local.remove(n)]
+        return [str(n) for n in local.list()], absent
+    finally:
+        p.close()
+
+
+def local_nets() -> list:
+    """The prefixes counted as on this node, as ip_network objects."""
+    p = open_pinned()
+    try:
+        return p.views()[2].list()
     finally:
         p.close()
