@@ -112,6 +112,9 @@ def test_external_peers_and_per_node_asn_are_rendered():
     assert "neighbor 10.237.0.3 as 65102;" in blocks["fp_peer_node3"]   # node3 has its own ASN
     assert "fp_ext_rs" not in render(_external_mesh(), "node1", "/x/log")  # rs is node2's only
     assert peer_of_protocol("fp_ext_tor") == "peer:tor"
+    # node2 shares its ASN with node1: it must accept its own ASN in a path through the ToR;
+    # node3 has one of its own, so the ToR's echo of node3's block fails the loop check
+    assert "allow local as;" not in bgp_blocks(render(_external_mesh(), "node3", "/x/log"))["fp_ext_tor"]
     tor_only = bgp_blocks(render(_external_mesh(node_mesh=False), "node1", "/x/log"))
     assert list(tor_only) == ["fp_ext_tor"]
 

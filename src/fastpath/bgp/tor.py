@@ -36,8 +36,11 @@ DEFAULT_ASN = 65000
 START_TIMEOUT = 15.0
 
 
-def render(asn: int, router_id: str, listen_range: str, node_asn: int, hold: int = 3,
+def render(asn: int, router_id: str, listen_range: str, hold: int = 3,
            keepalive: int = 1, password: str | None = None) -> str:
+    """The router's config: every node of `listen_range` may peer, over eBGP, from any
+    ASN but the router's own (`remote-as external`): nodes with an ASN each, as RFC 7938
+    lays out a data centre, or sharing one."""
     out = [
         "frr defaults datacenter",
         f"hostname {naming.name('tor')}",
@@ -48,7 +51,7 @@ def render(asn: int, router_id: str, listen_range: str, node_asn: int, hold: int
         " no bgp ebgp-requires-policy",
         " no bgp default ipv4-unicast",
         " neighbor NODES peer-group",
-        f" neighbor NODES remote-as {node_asn}",
+        " neighbor NODES remote-as external",
         f" neighbor NODES timers {keepalive} {hold}",
         " neighbor NODES timers connect 1",
     ]
