@@ -311,3 +311,42 @@ def test_an_unreachable_datastore_is_retried_with_one_line_each(tmp_path):
     assert waits == sorted(waits) and waits[0] < waits[-1], f"no backoff: {waits}"
     assert "Traceback" not in err and not sock.exists()
     _ = naming  # the instance scope the fixture set
+
+
+def test_the_bgp_commands_work_on_the_agents_birds(two_nodes):
+    c = two_nodes
+    n1, n2 = c.nodes
+    p = run_fastpath("bgp", "sessions", "--json")
+    d = json.loads(p.stdout)
+    assert p.returncode == 0 and d["topology"] == "full mesh"
+    assert {k: [s["peer"] for s in v] for k, v in d["nodes"].items()} == {n1.name: [n2.name],
+                                                                          n2.name: [n1.name]}
+    s = d["nodes"][n1.name][0]
+    assert s["established"] and s["uptime_s"] > 0 and s["imported"] == 1 and s["exported"] == 1
+    one = json.loads(run_fastpath("bgp", "sessions", n2.name, "--json").stdout)
+    assert list(one["nodes"]) == [n2.name]
+    text = run_fastpath("bgp", "config", n1.name).stdout
+    assert text == bird.BirdPaths.under(demo.node_state_dir(n1.name), n1.name).conf.read_text()
+    assert f"protocol bgp fp_peer_{n2.name}" in text
+    # the status table shows what BIRD says, uptime and route counts included
+    st = json.loads(run_fastpath("status", "--json").stdout)
+    assert st["routes"][n1.name]["sessions"][0]["imported"] == 1
+    # BIRD killed: its agent starts it again; `bgp start` waits for that and for the routes
+    # (the agent is held with SIGSTOP until `bgp start` is waiting, or it would be quicker)
+    r = demo.AgentRouting()
+    agent = demo.agent_pid(n1.name)
+    os.kill(agent, signal.SIGSTOP)
+    try:
+        os.kill(r._bird_pid(n1.name), signal.SIGKILL)
+        wait_for(lambda: not r._bird_pid(n1.name), 5, "BIRD to die")
+        start = subprocess.Popen([sys.executable, "-m", "fastpath", "bgp", "start", "--json"],
+                                 stdout=subprocess.PIPE, text=True)
+        time.sleep(patience(1.5))
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    out, _ = start.communicate(timeout=patience(30))
+    d = json.loads(out)
+    assert start.returncode == 0 and d["started"] == [n1.name] and d["converged_s"] is not None, d
+    assert bird_routes(n1.netns) == {n2.pod_cidr}
+    bad = run_fastpath("bgp", "sessions", "node9", check=False)
+    assert bad.returncode == 2 and "node node9 does not exist" in bad.stderr

@@ -473,6 +473,52 @@ class AgentRouting:
                            "sessions": self._sessions(n.name, view)}
         return out
 
+    # ---- the `fastpath bgp` verbs (bgp/commands.py), on the agents' BIRDs ----------------
+
+    def bgp_sessions(self, cluster, node: str | None = None) -> dict:
+        st = self.status(cluster, only=node)
+        cfg = BgpConfig()
+        try:
+            with ClusterStore.open(self._url()) as cs:
+                cfg = cs.view().bgp
+        except DatastoreError:
+            pass
+        topo = (f"route reflector {cfg.reflectors[0]}" if cfg.reflectors
+                else "full mesh" if cfg.mesh else "external peers only")
+        return {"topology": topo, "reflector": cfg.reflectors[0] if cfg.reflectors else None,
+                "hold_s": cfg.hold, "nodes": {k: v["sessions"] for k, v in st.items()}}
+
+    def bgp_start(self, cluster, node: str | None = None, timeout: float = 15.0) -> dict:
+        """Each agent starts its node's BIRD again by itself when it finds it gone (every
+        STATUS_EVERY): wait for that, and name the nodes whose agent is not there to."""
+        names = [n.name for n in cluster.nodes if node is None or n.name == node]
+        down = [n for n in names if not self._bird_pid(n)]
+        not_started = {n: "its agent is not running (it starts BIRD when it is back)"
+                       for n in down if not agent_pid(n)}
+        waiting = [n for n in down if n not in not_started]
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.1)
+            waiting = [n for n in waiting if not self._bird_pid(n)]
+        not_started.update({n: f"its agent did not start BIRD within {timeout:g}s" for n in waiting})
+        t0 = time.monotonic()
+        started = [n for n in down if n not in not_started]
+        pending = list(names)
+        while started and pending and time.monotonic() < deadline:
+            pending = [n for n in names if not self._ready(cluster, n)]
+            time.sleep(0.1)
+        return {"started": started, "not_started": not_started,
+                "converged_s": round(time.monotonic() - t0, 3) if started and not pending else None}
+
+    def bgp_config(self, cluster, node: str) -> str:
+        """The config the node's BIRD runs: what its agent rendered from the datastore."""
+        conf = bird.BirdPaths.under(node_state_dir(node), node).conf
+        try:
+            return conf.read_text()
+        except FileNotFoundError:
+            raise FastpathError(f"node {node} has no BIRD config yet (is its agent running?)",
+                                op=f"read {conf}") from None
+
     def datastore_health(self) -> dict:
         """Every member of the cluster's datastore, answering or not."""
         return store_health(self._url())

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastpath.bgp import bird, speakers, store
+from fastpath.bgp.config import render
 from fastpath.bgp.model import BgpNode, Mesh, Timers
 from fastpath.errors import FastpathError, UsageError
 from fastpath.podnet import routing
@@ -95,6 +96,28 @@ class BgpRouting:
 
     def teardown(self, cluster) -> None:
         speakers.stop_all()
+
+    # ---- the `fastpath bgp` verbs (bgp/commands.py) --------------------------------------
+
+    def bgp_sessions(self, cluster, node: str | None = None) -> dict:
+        mesh = self._stored(cluster)
+        nodes = {k: [s.to_dict() for s in v] for k, v in speakers.all_sessions(mesh).items()
+                 if node is None or k == node}
+        return {"topology": f"route reflector {mesh.reflector}" if mesh.reflector else "full mesh",
+                "reflector": mesh.reflector, "hold_s": mesh.timers.hold, "nodes": nodes}
+
+    def bgp_start(self, cluster, node: str | None = None) -> dict:
+        mesh = self._stored(cluster)
+        report = speakers.apply(mesh, previous=mesh)
+        waited = speakers.wait_converged(mesh)
+        d = report.to_dict()
+        if node is not None:
+            d["started"] = [n for n in d["started"] if n == node]
+        return {**d, "converged_s": round(waited, 3)}
+
+    def bgp_config(self, cluster, node: str) -> str:
+        mesh = self._stored(cluster)
+        return render(mesh, mesh.node(node).name, str(bird.BirdPaths.of(node).log))
 
     def status(self, cluster) -> dict:
 
