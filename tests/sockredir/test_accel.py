@@ -9,9 +9,11 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
+from tests.conftest import patience
 from tests.sockredir.conftest import POD_CIDR, in_cgroup, pair, recv_exact
 
 pytestmark = pytest.mark.root
@@ -61,6 +63,26 @@ def test_cli_enable_status_run_disable(fastpath, instance):
     assert d["removed_cgroup"] == cg and not os.path.exists(cg)
     assert not os.path.exists(f"/sys/fs/bpf/fastpath/{instance}")
     assert json.loads(fastpath("accel", "status", "--json").stdout)["enabled"] is False
+
+
+def test_a_kept_cgroup_is_not_reported_as_created_again(fastpath, instance):
+    from fastpath.sockredir import cgroup as CG
+    cg = CG.default_path()
+    fastpath("accel", "enable", "--skip-selftest")
+    sleeper = subprocess.Popen([sys.executable, "-m", "fastpath", "accel", "run", "--", "sleep", "60"])
+    try:
+        wait = time.monotonic() + patience(10)
+        while not CG.procs(cg) and time.monotonic() < wait:
+            time.sleep(0.05)
+        out = fastpath("accel", "disable").stdout
+        assert "cgroup kept: 1 processes still in it" in out, out
+        again = fastpath("accel", "enable", "--skip-selftest").stdout
+        assert "(already there)" in again and "(created)" not in again, again
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    d = json.loads(fastpath("accel", "disable", "--json").stdout)
+    assert d["removed_cgroup"] == cg and not os.path.exists(cg)   # still fastpath's to remove
 
 
 def test_cli_errors_leave_nothing(fastpath, instance):
