@@ -259,14 +259,16 @@ def tracebacks(c) -> list[str]:
 
 
 def _growth(samples: list[tuple[float, int, int, int]]) -> tuple[float, float] | None:
-    """(RSS growth KB, fd growth) of the longest-lived pid, from its first sample once it
-    has run WARMUP_S (a restarted agent opens its table and sockets after its first
-    sample) to its last; None without two such samples."""
+    """(RSS growth KB, fd growth) of the longest-lived pid over the second half of its
+    life: a leak grows with the churn, which goes on throughout, while what a process
+    opens once (an agent's node state on its first CNI request, its service table) is
+    open by then. None without two such samples."""
     by_pid: dict[int, list[tuple[float, int, int, int]]] = {}
     for s in samples:
         by_pid.setdefault(s[1], []).append(s)
     best = max(by_pid.values(), key=lambda v: v[-1][0] - v[0][0])
-    late = [s for s in best if s[0] >= best[0][0] + WARMUP_S]
+    middle = (best[0][0] + best[-1][0]) / 2
+    late = [s for s in best if s[0] >= max(middle, best[0][0] + WARMUP_S)]
     if len(late) < 2:
         return None
     return late[-1][2] - late[0][2], late[-1][3] - late[0][3]
