@@ -36,8 +36,9 @@ class Balancer:
         self.leastconn = service.balance == "leastconn"
         self._next = 0
 
-    def pick(self) -> Backend | None:
-        """A healthy backend, or None when every backend is down."""
+    def pick(self, avoid: Backend | None = None, peek: bool = False) -> Backend | None:
+        """A healthy backend other than `avoid` (the one a retry gave up on), or None when
+        there is none. `peek`: say which, without moving the round robin on."""
         bs = self.backends
         n = len(bs)
         if self.leastconn:
@@ -45,15 +46,16 @@ class Balancer:
             # start after the last pick so that ties rotate instead of piling on one
             for i in range(n):
                 b = bs[(self._next + i) % n]
-                if b.up and (best is None or b.active < best.active):
+                if b.up and b is not avoid and (best is None or b.active < best.active):
                     best = b
-            if best is not None:
+            if best is not None and not peek:
                 self._next = (bs.index(best) + 1) % n
             return best
         for i in range(n):
             b = bs[(self._next + i) % n]
-            if b.up:
-                self._next = (self._next + i + 1) % n
+            if b.up and b is not avoid:
+                if not peek:
+                    self._next = (self._next + i + 1) % n
                 return b
         return None
 

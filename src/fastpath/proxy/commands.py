@@ -26,6 +26,9 @@ def register(sub) -> None:
                    help="forwarding mode, overrides the config's")
     r.add_argument("--netns", metavar="NAME", default=None,
                    help="run inside this network namespace (/run/netns/NAME), e.g. a node's")
+    r.add_argument("--drain-timeout", type=float, default=None, metavar="SECONDS",
+                   help="how long connections of a stopped or retired worker may run before "
+                        "they are reset (default: the config's, 30 s)")
     r.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     r.set_defaults(func=_run)
 
@@ -75,7 +78,8 @@ def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     if args.netns:
         master.enter_netns(args.netns)
-    return master.run(None if args.program else args.config, args.name, args.workers, args.mode)
+    return master.run(None if args.program else args.config, args.name, args.workers, args.mode,
+                      args.drain_timeout)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -25,6 +25,8 @@ their directives are indented, `#` starts a comment.
         idle-timeout 60s
         maxconn 10000            # for the whole proxy: each worker takes its share
         check interval 1s timeout 500ms fall 2 rise 1
+        retries 3                # a connect refused, unreachable or timed out before any
+                                 # byte reached the client is tried on another backend
 
 The schema is the table `_GLOBAL` / `_SERVICE` below: one entry per directive with its
 value parser and whether it may repeat. Everything is checked before anything is used,
@@ -65,6 +67,7 @@ class Service:
     idle_timeout: float = 60.0
     maxconn: int = 10000
     check: HealthCheck | None = None
+    retries: int = 3      # connects tried on other backends before the client is closed
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,7 @@ _SERVICE: dict[str, tuple[str, Callable[[list[str]], object], bool]] = {
     "idle-timeout": ("idle_timeout", _one(_positive(parse_duration)), False),
     "maxconn": ("maxconn", _one(_int_range(1, 1 << 24)), False),
     "check": ("check", _parse_check, False),
+    "retries": ("retries", _one(_int_range(0, 10)), False),
 }
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
@@ -284,7 +288,7 @@ def to_dict(cfg: ProxyConfig) -> dict:
         "services": [{"name": s.name, "listen": f"{s.listen[0]}:{s.listen[1]}",
                       "backends": [f"{h}:{p}" for h, p in s.backends], "balance": s.balance,
                       "connect_timeout": s.connect_timeout, "idle_timeout": s.idle_timeout,
-                      "maxconn": s.maxconn,
+                      "maxconn": s.maxconn, "retries": s.retries,
                       "check": None if s.check is None else vars(s.check)}
                      for s in cfg.services],
     }

@@ -59,6 +59,7 @@ from fastpath.kernel.files import atomic_write, socket_path
 from fastpath.kernel.libc import libc
 from fastpath.proxy import config as configmod
 from fastpath.proxy.config import ProxyConfig
+from fastpath.proxy.splice import LINGER_ABORT
 from fastpath.proxy.worker import TABLE_KEY, Worker
 from fastpath.rcu.table import GraceStalled, SharedTable
 
@@ -101,6 +102,8 @@ def make_listener(addr: tuple[str, int]) -> socket.socket:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted ones
+        # inherited too: an accepted socket is reset when its worker dies (proxy/splice.py)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ABORT)
         s.bind(addr)
         s.listen(LISTEN_BACKLOG)
     except OSError as e:
@@ -533,7 +536,8 @@ def _peer_pid(conn: socket.socket) -> int:
         return 0
 
 
-def run(path: str | None, name: str, workers: int | None = None, mode: str | None = None) -> int:
+def run(path: str | None, name: str, workers: int | None = None, mode: str | None = None,
+        drain_timeout: float | None = None) -> int:
     """Run a proxy from the config file `path`, or, with path None, programmed by a node
     agent (no services until it hands over its table)."""
     cfg = configmod.load(path) if path is not None else ProxyConfig(source="program")
@@ -542,4 +546,6 @@ def run(path: str | None, name: str, workers: int | None = None, mode: str | Non
         overrides["workers"] = workers
     if mode is not None:
         overrides["mode"] = mode
+    if drain_timeout is not None:
+        overrides["drain_timeout"] = drain_timeout
     return Master(cfg, path or "program", name, overrides, program=path is None).run()

@@ -88,6 +88,29 @@ class SocketOps:
 
 
 _LINGER_RST = struct.pack("ii", 1, 0)
+_LINGER_OFF = struct.pack("ii", 0, 0)
+# Every proxied socket carries SO_LINGER {1, 0} from the start (client sockets inherit it
+# from the listener, whose flags accept(2) copies; backend sockets get it when made), so
+# when a worker dies, by SIGKILL or a crash, the kernel closes each of its sockets with a
+# RST (tcp(7)): a client reading to EOF never takes a cut stream for a complete one. A
+# graceful close turns lingering off first (abortive_off), or close(2) would reset too
+# and drop what is still queued to send.
+LINGER_ABORT = _LINGER_RST
+
+
+def abortive_off(sock: RawSocket) -> None:
+    """Back to a normal close(2): FIN after what is queued, not RST."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
+    except OSError:
+        pass
+
+
+def graceful_close(sock: RawSocket) -> None:
+    """Close a socket whose direction ended both ways (nothing unread): the FIN still
+    held goes with close(2)."""
+    abortive_off(sock)
+    sock.close()
 
 
 def reset_close(sock: RawSocket) -> None:
@@ -102,6 +125,7 @@ def reset_close(sock: RawSocket) -> None:
 def drain_close(sock: RawSocket) -> None:
     """Close with FIN: read what the peer sent (close() with unread bytes would send
     RST instead), then shut for writing and close."""
+    abortive_off(sock)
     try:
         while sock.recv(65536):
             pass

@@ -15,6 +15,10 @@ Kernel facts and decisions:
   leaves the epoll set) until a connection closes or 100 ms pass: connections wait in
   the kernel's queue instead of making the loop spin.
 - A reset is carried as a reset: SO_LINGER {on, 0} then close() sends RST (tcp(7)).
+- A worker's death is a reset too: every proxied socket lingers {on, 0} from the start
+  (clients inherit it from the listener), so the kernel resets them when the worker dies;
+  a graceful close turns it off first (splice.py). At the drain deadline the connections
+  still open are reset, never closed as if they had ended.
 - A direction that ends holds its FIN until the loop has looked at the next round of
   events (`forward.Direction.hold_fin`). A client that closes as soon as it has its answer
   (every HTTP client given `Connection: close`) has usually closed by then, and a
@@ -58,7 +62,7 @@ from fastpath.proxy.forward import Direction
 from fastpath.proxy.health import HealthChecks
 from fastpath.proxy.pipepool import PipeCache, PipePool
 from fastpath.proxy.service import ServiceState
-from fastpath.proxy.splice import SocketOps, drain_close, reset_close
+from fastpath.proxy.splice import LINGER_ABORT, SocketOps, drain_close, graceful_close, reset_close
 from fastpath.rcu.table import SharedTable
 
 log = logging.getLogger("fastpath.proxy")
@@ -82,7 +86,7 @@ TABLE_KEY = b"services"   # SharedTable key: JSON {service: [[ip, port], ...]}
 class Conn:
     __slots__ = ("id", "svc", "client", "backend", "be", "peer", "c2b", "b2c", "r_c2b",
                  "r_b2c", "connecting", "deadline", "last", "closed", "fin_held", "in_lane",
-                 "modes", "client_events")
+                 "modes", "client_events", "tries")
 
     def __init__(self, cid, svc, client, peer) -> None:
         self.id = cid
@@ -104,6 +108,7 @@ class Conn:
         self.in_lane = False    # forwarded by the Lane (c2b, b2c stay None meanwhile)
         self.modes = ("copy", "copy", True)  # c2b mode, b2c mode, redirect detection
         self.client_events = 0  # epoll masks of the client seen while connecting
+        self.tries = 0          # backends tried after the first (Service.retries)
 
 
 class Worker:
@@ -219,7 +224,7 @@ class Worker:
 
     def _connect(self, conn: Conn, now: float) -> None:
         st = conn.svc
-        be = st.balancer.pick()
+        be = st.balancer.pick(avoid=conn.be)
         if be is None:
             st.refused += 1
             log.warning("%s: no backend up; closing client %s", st.svc.name, conn.peer[0])
@@ -238,6 +243,8 @@ class Worker:
         # forwarded segments leave as they come; Nagle would hold the small ones (client
         # sockets inherit TCP_NODELAY from the listener: tcp_create_openreq_child copies it)
         bs.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # a worker that dies resets its connections (proxy/splice.py, LINGER_ABORT)
+        bs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ABORT)
         err = bs.connect_ex(be.addr)
         conn.backend = bs
         conn.be = be
@@ -256,13 +263,53 @@ class Worker:
         elif err == 0:
             self._connected(conn, now)
 
-    def _connect_failed(self, conn: Conn, err: int) -> None:
+    def _connect_failed(self, conn: Conn, err: int, why: str | None = None) -> None:
+        """The backend's connect was refused, unreachable or timed out: nothing has reached
+        the client yet, so another backend is tried (up to the service's `retries`, as
+        HAProxy's retries with option redispatch); only then is the client closed."""
         be = conn.be
         be.errors += 1
         self.counters["backend_errors"] += 1
-        log.warning("%s: backend %s: connect: %s; closing client %s:%s", conn.svc.svc.name,
-                    be.label, os.strerror(err), conn.peer[0], conn.peer[1])
+        st = conn.svc
+        reason = why or f"connect: {os.strerror(err)}"
+        if st.svc.check is not None and be.up:
+            # down at once; the health checks bring it back when it answers again
+            be.up = False
+            be.oks = 0
+            log.warning("%s: backend %s down (%s)", st.svc.name, be.label, reason)
+        if conn.tries < st.svc.retries and st.balancer.pick(avoid=be, peek=True) is not None:
+            log.info("%s: backend %s: %s; client %s:%s tried on another backend", st.svc.name,
+                     be.label, reason, conn.peer[0], conn.peer[1])
+            conn.tries += 1
+            self.counters["retries"] += 1
+            self._retry(conn)
+            return
+        log.warning("%s: backend %s: %s; closing client %s:%s", st.svc.name, be.label, reason,
+                    conn.peer[0], conn.peer[1])
         self._close(conn, clean=True)
+
+    def _retry(self, conn: Conn) -> None:
+        """Drop the failed backend socket and connect the same client to another backend."""
+        bs = conn.backend
+        self.conns.pop(bs.fileno(), None)
+        try:
+            self.ep.unregister(bs.fileno())
+        except OSError:
+            pass
+        reset_close(bs)
+        conn.be.active -= 1
+        conn.svc.conns -= 1
+        self.live.pop(conn.id, None)
+        self.conns.pop(conn.client.fileno(), None)
+        try:
+            self.ep.unregister(conn.client.fileno())
+        except OSError:
+            pass
+        now = time.monotonic()
+        try:
+            self._connect(conn, now)
+        except OSError as e:
+            self._broken(conn, e)
 
     def _connected(self, conn: Conn, now: float) -> None:
         conn.connecting = False
@@ -406,7 +453,7 @@ class Worker:
             fd = s.fileno()
             self.conns.pop(fd, None)
             if ended:
-                s.close()
+                graceful_close(s)
             elif clean:
                 drain_close(s)
             else:
@@ -462,11 +509,8 @@ class Worker:
         for conn in list(self.live.values()):
             if conn.connecting:
                 if now >= conn.deadline:
-                    conn.be.errors += 1
                     self.counters["connect_timeouts"] += 1
-                    log.warning("%s: backend %s: connect timeout; closing client %s:%s",
-                                conn.svc.svc.name, conn.be.label, conn.peer[0], conn.peer[1])
-                    self._close(conn, clean=True)
+                    self._connect_failed(conn, errno.ETIMEDOUT, "connect timeout")
             elif now - (self._lane_last(conn) if conn.in_lane else conn.last) >= \
                     conn.svc.svc.idle_timeout:
                 self.counters["idle_timeouts"] += 1
@@ -514,9 +558,10 @@ class Worker:
             "draining": self.draining, "started": self.started, "updated": time.time(),
             "mode": self.cfg.mode, "connections": len(self.live),
             "pipes": self.pool.stats(), "counters": dict(self.counters),
-            "services": [{"name": st.svc.name, "accepted": st.accepted, "active": st.conns,
+            "services": [{"name": st.svc.name, "listen": f"{st.svc.listen[0]}:{st.svc.listen[1]}",
+                          "accepted": st.accepted, "active": st.conns,
                           "refused": st.refused, "paused": st.paused,
-                          "backends": st.balancer.to_list()} for st in self.services.values()],
+                          "backends": st.balancer.to_list()} for st in self.by_name.values()],
         }
 
     def publish(self) -> None:
@@ -540,6 +585,11 @@ class Worker:
             except OSError:
                 pass
             st.listener.close()  # the master's copy keeps the socket for the next generation
+        # no listener fds any more: a later socket may get one of those numbers, and an
+        # event on it must not be taken for a listener's (accept on it failed with EBADF
+        # and ended the worker, and every connection it was draining). Status still lists
+        # the services (by_name), with the connections that drain.
+        self.services.clear()
         log.info("worker %d (slot %d): draining %d connections", os.getpid(), self.slot,
                  len(self.live))
 
@@ -612,8 +662,14 @@ class Worker:
                 if now >= next_pub:
                     next_pub = now + PUBLISH_EVERY
                     self.publish()
-        for conn in list(self.live.values()):
-            self._close(conn, clean=True)
+        cut = list(self.live.values())
+        if cut:
+            # the drain deadline came: these are cut short, so they end in a RST, the way a
+            # client learns that it did not get everything
+            log.warning("worker %d: drain timeout: resetting %d connections", os.getpid(), len(cut))
+            self.counters["drain_resets"] += len(cut)
+        for conn in cut:
+            self._close(conn, clean=False)
         self.checks.close()
         self.pipes.close()
         self.publish()
