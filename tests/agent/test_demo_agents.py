@@ -350,3 +350,14 @@ def test_the_bgp_commands_work_on_the_agents_birds(two_nodes):
     assert bird_routes(n1.netns) == {n2.pod_cidr}
     bad = run_fastpath("bgp", "sessions", "node9", check=False)
     assert bad.returncode == 2 and "node node9 does not exist" in bad.stderr
+
+
+def test_a_service_on_a_node_without_a_proxy_is_not_shown_as_served(two_nodes):
+    c = two_nodes
+    n1 = c.nodes[0]
+    run_fastpath("service", "add", "web", "--listen", "10.96.0.20:80", "--pods", "node", "--port", "80")
+    st = wait_for(lambda: (lambda s: s if "web" in s["services"] else None)(agent_status(n1.name)),
+                  patience(10), "the service in node1's table")
+    assert st["served"]["web"] == "not served: no proxy on this node"
+    text = run_fastpath("status", "--node", n1.name).stdout
+    assert "service web 10.96.0.20:80" in text and "(not served: no proxy on this node)" in text, text

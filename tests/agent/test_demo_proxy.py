@@ -218,3 +218,66 @@ def test_a_hung_table_reader_costs_the_agent_nothing(proxy_demo):
     finally:
         hung.kill()
         hung.wait()
+
+
+def slow_streamer(pod, port: int) -> socket.socket:
+    """A backend in `pod` that streams 64 KiB every 10 ms to each client until it goes."""
+    srv = netns.run_in(pod.netns, socket.create_server, (pod.ip, port))
+
+    def stream(c: socket.socket) -> None:
+        with c:
+            try:
+                for _ in range(100_000):   # bounded; the client ends it long before
+                    c.sendall(b"s" * 65536)
+                    time.sleep(0.01)
+            except OSError:
+                pass
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=stream, args=(c,), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+def test_a_deleted_service_drains_then_its_vip_goes(proxy_demo):
+    """service del: new connections are refused at once, an established one keeps its VIP
+    and its path and goes on receiving, and the VIP leaves the loopback only once that
+    connection has ended."""
+    c = proxy_demo
+    n1 = c.nodes[0]
+    client_pod, server_pod = c.pods_on(n1.name)[0], c.pods_on(c.nodes[1].name)[0]
+    srv = slow_streamer(server_pod, 9300)
+    run_fastpath("service", "add", "s87", "--listen", "10.96.0.50:80", "--backend",
+                 f"{server_pod.ip}:9300")
+    conn = connect_via(client_pod, "10.96.0.50", 80)
+    conn.settimeout(5)
+    got = 0
+    while got < 1 << 20:
+        got += len(conn.recv(1 << 16))
+    run_fastpath("service", "del", "s87")
+
+    def refused():
+        try:
+            netns.run_in(client_pod.netns, socket.create_connection, ("10.96.0.50", 80), 1).close()
+            return False
+        except OSError:
+            return True
+    wait_for(refused, patience(5), "the deleted service to refuse new connections")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3:   # the established one goes on, and keeps its VIP
+        got += len(conn.recv(1 << 16))
+    assert "10.96.0.50" in vips(n1.netns), "the VIP left while a connection still used it"
+    st = agent_status(n1.name)
+    assert "s87" not in st["services"] and st["draining"].get("10.96.0.50", 0) >= 1, st["draining"]
+    text = run_fastpath("status", "--node", n1.name).stdout
+    assert "draining: 1 connections on 10.96.0.50" in text, text
+    conn.close()
+    wait_for(lambda: "10.96.0.50" not in vips(n1.netns), patience(8), "the VIP to leave once drained")
+    assert agent_status(n1.name)["draining"] == {}
+    srv.close()
+    print(f"drained: {got >> 20} MiB received after the delete, then the VIP went")

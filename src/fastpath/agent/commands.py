@@ -33,6 +33,9 @@ def register(sub) -> None:
                    help="the node proxy's worker processes (default: one per CPU)")
     a.add_argument("--socket", metavar="PATH", default=None,
                    help="CNI Unix socket (default /run/fastpath/fp[-INSTANCE]-agent.sock)")
+    a.add_argument("--proxy-drain-timeout", type=float, default=None, metavar="SECONDS",
+                   help="connections of a deleted or changed service run this long, then are "
+                        "reset; their VIP stays until then (default 30)")
     a.add_argument("--dead-node-grace", type=float, default=None, metavar="SECONDS",
                    help="how long a node's agent may be dead before its pods leave the services "
                         "(default 300; its routes and BGP sessions stay regardless)")
@@ -70,7 +73,8 @@ def _agent(args: argparse.Namespace) -> int:
                       labels=labels, health=args.health, lease_ttl=args.lease_ttl,
                       bird=False if args.no_bird else None, socket=args.socket,
                       proxy=True if args.proxy else None, proxy_workers=args.proxy_workers,
-                      dead_node_grace=args.dead_node_grace)
+                      dead_node_grace=args.dead_node_grace,
+                      proxy_drain_timeout=args.proxy_drain_timeout)
     return daemon.run(cfg)
 
 
@@ -110,8 +114,14 @@ def _render_status(st: dict):
              "ready" if st["ready"] else "NOT ready: " + "; ".join(st["problems"])]
     for s in st.get("sessions", []):
         lines.append(f"  BGP {s['protocol']}: {s['state']} {s['info'] or ''} since {s['since']}")
+    served = st.get("served", {})
     for name, s in st.get("services", {}).items():
-        lines.append(f"  service {name} {s['listen']} -> {', '.join(s['backends']) or 'no backends'}")
+        note = "" if served.get(name, "served") == "served" else f" ({served[name]})"
+        lines.append(f"  service {name} {s['listen']} -> {', '.join(s['backends']) or 'no backends'}"
+                     f"{note}")
+    for vip, n in st.get("draining", {}).items():
+        lines.append(f"  draining: {n} connections on {vip} (a deleted service's VIP stays until "
+                     f"they end or the drain timeout resets them)")
     for d in st.get("dead_nodes", []):
         lines.append(f"  node {d['node']}: agent dead since {_clock(d['dead_since'])}"
                      + (" (gone: its pods left the services)" if d["gone"]

@@ -18,7 +18,7 @@ _FILE_KEYS = {"node": "node", "datastore": "datastore", "address": "address", "a
               "routerID": "router_id", "podCIDR": "pod_cidr", "pool": "pool", "labels": "labels",
               "socket": "socket", "health": "health", "leaseTTL": "lease_ttl", "bird": "bird",
               "accel": "accel", "proxy": "proxy", "proxyWorkers": "proxy_workers",
-              "deadNodeGrace": "dead_node_grace"}
+              "deadNodeGrace": "dead_node_grace", "proxyDrainTimeout": "proxy_drain_timeout"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class AgentConfig:
     accel: bool = True                    # keep accel's local map current when accel is on
     proxy: bool = False                   # run and program the node proxy
     proxy_workers: int = 0                # its worker processes; 0: one per CPU
+    proxy_drain_timeout: float = 30.0     # connections of a deleted or changed service get
+                                          # this long, then are reset (HAProxy's
+                                          # hard-stop-after, Envoy's drain time)
     dead_node_grace: float = 300.0        # seconds a node's agent may be dead before its
                                           # pods leave the services (agent/deadnodes.py)
 
@@ -56,6 +59,8 @@ class AgentConfig:
     def validate(self) -> "AgentConfig":
         if not 0 <= self.proxy_workers <= 256:
             raise ConfigError(f"proxy workers {self.proxy_workers} must be 0..256 (0: one per CPU)")
+        if not 0 <= self.proxy_drain_timeout <= 86400:
+            raise ConfigError(f"proxy drain timeout {self.proxy_drain_timeout}s must be 0..86400 seconds")
         if not 0 <= self.dead_node_grace <= 86400:
             raise ConfigError(f"dead node grace {self.dead_node_grace}s must be 0..86400 seconds")
         if not 3 <= self.lease_ttl <= 300:

@@ -67,6 +67,7 @@ log = logging.getLogger("fastpath.agent")
 BACKOFF = (0.5, 1, 2, 4, 8)
 STATUS_EVERY = 2.0
 RETRY_AFTER = 1.0   # seconds before a reconcile with a failed step runs again
+VIP_LINGER = 2.0    # seconds a deleted service's VIP stays even with no connection reported
 SERVICES_KEY = b"services"
 
 
@@ -122,6 +123,8 @@ class NodeAgent:
         self.proxy_error: str | None = None
         self.table: ServiceTable | None = None
         self.handed = 0                # the table generation the proxy was handed
+        self.draining: dict[str, int] = {}   # VIP of no service -> connections still on it
+        self.retired: dict[str, float] = {}  # VIP -> when its service went
         self.dead = DeadNodes(cfg.dead_node_grace)
         self.gone: set[str] = set()    # nodes dead beyond the grace
         self.step_errors: dict[str, str] = {}   # reconcile step -> why it failed last
@@ -342,19 +345,60 @@ class NodeAgent:
             return
         if self.table is None:
             self.table = ServiceTable(SERVICES_KEY)
-        if self.cfg.proxy:
-            try:
-                nodeproxy.sync_vips({str(s["listen"]).rsplit(":", 1)[0] for s in svcs.values()})
-            except FastpathError as e:
-                log.error("service VIPs not updated: %s", e)
         if not self.table.set(json.dumps(svcs).encode()):
             self.metrics.table_stalls.inc()
         self.ensure_proxy()
+        self.retire_vips(self.services, svcs)
         self.services = svcs
+        self.sync_vips()
         self.metrics.services.set(len(svcs))
         self.metrics.backends.clear()
         for name, s in svcs.items():
             self.metrics.backends.labels(name).set(len(s["backends"]))
+
+    def sync_vips(self) -> None:
+        """The loopback holds every service's VIP, and the VIP of a deleted service until
+        the connections the proxy still carries on it have ended (they drain, then the
+        proxy resets what is left at its drain timeout): only then does it go, so no client
+        is left with packets that have no route."""
+        if not self.cfg.proxy:
+            return
+        want = {str(s["listen"]).rsplit(":", 1)[0] for s in self.services.values()}
+        used = nodeproxy.vips_in_use(self.cfg.node)
+        now = time.monotonic()
+        # workers report their connections twice a second: a VIP whose service just went
+        # is kept a little while regardless, so a connection not reported yet keeps it too
+        for ip in list(self.retired):
+            if ip in want or (now - self.retired[ip] >= VIP_LINGER and ip not in used):
+                del self.retired[ip]
+        draining = {ip: n for ip, n in sorted(used.items()) if ip not in want}
+        draining.update({ip: used.get(ip, 0) for ip in self.retired if ip not in draining})
+        if draining != self.draining:
+            if draining:
+                log.info("VIPs kept while their connections drain: %s",
+                         ", ".join(f"{ip} ({n})" for ip, n in draining.items()))
+            self.draining = draining
+        try:
+            nodeproxy.sync_vips(want | set(draining))
+        except FastpathError as e:
+            log.error("service VIPs not updated: %s", e)
+
+    def retire_vips(self, old: dict, new: dict) -> None:
+        gone = {str(s["listen"]).rsplit(":", 1)[0] for s in old.values()} - \
+            {str(s["listen"]).rsplit(":", 1)[0] for s in new.values()}
+        now = time.monotonic()
+        for ip in gone:
+            self.retired.setdefault(ip, now)
+
+    def served(self) -> dict[str, str]:
+        """Per service, whether this node serves it: a node without its proxy does not,
+        and says so instead of listing the service as programmed."""
+        if not self.cfg.proxy:
+            return {n: "not served: no proxy on this node" for n in self.services}
+        if self.proxy_pid is None or self.handed != (self.table.generation if self.table else 0):
+            return {n: f"not served: {self.proxy_error or 'the node proxy is not programmed yet'}"
+                    for n in self.services}
+        return {n: "served" for n in self.services}
 
     def ensure_proxy(self) -> None:
         """With --proxy: a master of this node that reads our table (started, or adopted
@@ -373,7 +417,8 @@ class NodeAgent:
                 # redirected too, and it copies on exactly those (proxy.worker's accel check)
                 wrap = [sys.executable, "-m", "fastpath", "accel", "run", "--"] \
                     if self.cfg.accel and loader.is_enabled() else []
-                pid = nodeproxy.start_master(name, self.cfg.proxy_workers, wrap)
+                pid = nodeproxy.start_master(name, self.cfg.proxy_workers, wrap,
+                                             self.cfg.proxy_drain_timeout)
                 log.info("node proxy started (pid %d)", pid)
             else:
                 log.info("node proxy adopted (pid %d)", pid)
@@ -459,6 +504,7 @@ class NodeAgent:
                "pod_cidr": self.node.pod_cidr if self.node else None,
                "revision": self.mirror.revision if self.mirror else 0, "ready": not problems,
                "problems": problems, "sessions": self.sessions, "services": self.services,
+               "served": self.served(), "draining": self.draining,
                "health": self.cfg.health if self.health else None,
                "cni_socket": self.cni.path if self.cni else None, "proxy_pid": self.proxy_pid,
                "dead_nodes": self.dead.report(time.time()),
@@ -545,6 +591,8 @@ class NodeAgent:
             changed = {"*"}
         try:
             self.ensure_proxy()   # a master that died is started again
+            if self.draining:
+                self.sync_vips()  # a drained VIP leaves the loopback
             if self.cfg.accel and (self.accel_local is None) == loader.is_enabled():
                 self.apply_accel(self.view())   # accel was enabled (or disabled) since
         except Exception:  # noqa: BLE001 - reported, retried at the next tick

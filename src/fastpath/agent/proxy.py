@@ -38,7 +38,8 @@ def master_pid(name: str) -> int | None:
     return pid if proc.alive(pid) else None
 
 
-def start_master(name: str, workers: int, wrap: list[str] | None = None) -> int:
+def start_master(name: str, workers: int, wrap: list[str] | None = None,
+                 drain_timeout: float | None = None) -> int:
     """`fastpath proxy run --program` in a session of its own (it outlives the agent);
     `wrap` prefixes the command (`fastpath accel run --`)."""
     log = state.state_dir() / f"proxy-{name}.log"
@@ -46,7 +47,9 @@ def start_master(name: str, workers: int, wrap: list[str] | None = None) -> int:
     with open(log, "ab") as f:
         p = subprocess.Popen([*(wrap or []), sys.executable, "-m", "fastpath", "proxy", "run", "--program",
                               "--name", name,
-                              *(["--workers", str(workers)] if workers else [])],
+                              *(["--workers", str(workers)] if workers else []),
+                              *(["--drain-timeout", f"{drain_timeout:g}"]
+                                if drain_timeout is not None else [])],
                              stdin=subprocess.DEVNULL, stdout=f, stderr=f, start_new_session=True)
     sock = program_socket(name)
     deadline = time.monotonic() + START_TIMEOUT
@@ -73,6 +76,25 @@ def hand_over(name: str, table: SharedTable) -> None:
         raise KernelError.from_oserror(f"hand the service table to proxy {name}", e) from e
     finally:
         s.close()
+
+
+def vips_in_use(name: str) -> dict[str, int]:
+    """VIP -> connections that live workers of the node's proxy still carry on it (their
+    status files, refreshed twice a second): a deleted service's VIP stays on the loopback
+    while its connections drain, or the clients' packets to it would have no route."""
+    out: dict[str, int] = {}
+    for f in run_dir(name).glob("worker-*.json"):
+        try:
+            st = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if not proc.alive(int(st.get("pid") or 0)):
+            continue
+        for s in st.get("services", []):
+            if s.get("active") and s.get("listen"):
+                ip = str(s["listen"]).rsplit(":", 1)[0]
+                out[ip] = out.get(ip, 0) + int(s["active"])
+    return out
 
 
 def sync_vips(want: set[str]) -> tuple[list[str], list[str]]:
