@@ -12,7 +12,12 @@ pytestmark = pytest.mark.root
 
 
 def status(fastpath):
-    return json.loads(fastpath("status", "--json").stdout)
+    """The cluster's status; while a fault is injected it exits 1 (its verdict agrees with
+    its JSON, which the callers read)."""
+    p = fastpath("status", "--json", check=False)
+    d = json.loads(p.stdout)
+    assert p.returncode == (0 if d["health"]["ok"] else 1), (p.returncode, d["health"])
+    return d
 
 
 def sessions(fastpath):
@@ -49,7 +54,7 @@ def cluster(fastpath):
 def test_up_add_del_faults_down(fastpath, cluster, instance):
     fastpath("up", "--nodes", "3", "--pods", "1", "--routing", "bgp")
     st = status(fastpath)
-    assert st["routing"] == "bgp"
+    assert st["routing"] == "bgp" and st["health"]["ok"], st["health"]
     assert all(not v["missing"] for v in st["routes"].values())
     assert all(s["state"] == "Established" for s in sessions(fastpath).values())
     fastpath("check")

@@ -234,13 +234,14 @@ def test_forwarding_off_is_named_before_rp_filter_as_the_kernel_checks_it():
 def test_nothing_listening_is_refused_not_delivered():
     m, ep = cluster()
     m.listeners = {("pb", "0.0.0.0", 80)}
-    assert walk(m, ep["pa"], ep["pb"], port=80).ok
-    tr = walk(m, ep["pa"], ep["pb"], port=9)
+    assert walk(m, ep["pa"], ep["pb"], port=80, listener=True).ok
+    assert walk(m, ep["pa"], ep["pb"], port=9).ok   # not asked (no --port): the path is whole
+    tr = walk(m, ep["pa"], ep["pb"], port=9, listener=True)
     assert tr.delivered and not tr.ok and tr.broken_by.kind == path.NO_LISTENER
     assert "nothing there listens on tcp/9: the connection is refused" in tr.summary()
     assert not tr.summary().startswith("delivered")
     assert tr.reply is None      # no SYN-ACK to follow: the answer is a RST
     # ICMP has no ports, and a listener on the pod's own address counts as well as the wildcard
-    assert walk(m, ep["pa"], ep["pb"], proto="icmp", port=None).ok
+    assert walk(m, ep["pa"], ep["pb"], proto="icmp", port=None, listener=True).ok
     m.listeners = {("pb", ep["pb"].ip, 9)}
-    assert walk(m, ep["pa"], ep["pb"], port=9).ok
+    assert walk(m, ep["pa"], ep["pb"], port=9, listener=True).ok

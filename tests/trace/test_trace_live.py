@@ -2,11 +2,13 @@
 (and that the kernel agrees: TCP really fails), repair, and check it flows again."""
 
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
+from fastpath.kernel.netns import run_in
 from fastpath.trace import path
 from fastpath.trace.collect import LiveProbe
 from fastpath.trace.model import Endpoint
@@ -100,7 +102,17 @@ def test_trace_names_the_break_and_the_repair_restores_the_path(topo, b):
 
 def test_cli_trace_json_and_exit_code(topo, fastpath):
     pa, pb = topo.pods["pa"], topo.pods["pb"]
-    p = fastpath("trace", pa.ip, pb.ip, "--port", "8080", "--json")
+    # --port asks whether anything listens there: first nothing does (refused), then a
+    # listener made in pb's netns does
+    p = fastpath("trace", pa.ip, pb.ip, "--port", "8080", "--json", check=False)
+    d = json.loads(p.stdout)
+    assert p.returncode == 1 and d["delivered"] and d["cause"]["kind"] == path.NO_LISTENER
+    assert "nothing there listens on tcp/8080: the connection is refused" in d["summary"]
+    srv = run_in(pb.netns, socket.create_server, (pb.ip, 8080))
+    try:
+        p = fastpath("trace", pa.ip, pb.ip, "--port", "8080", "--json")
+    finally:
+        srv.close()
     d = json.loads(p.stdout)
     assert d["ok"] and d["port"] == 8080 and len(d["hops"]) == 5
     assert [h["netns"] for h in d["hops"]] == [pa.netns, topo.nodes["n1"], topo.underlay,

@@ -16,7 +16,8 @@ def register(sub) -> None:
     p.add_argument("src", metavar="SRC", help="pod or node name, IPv4 address, or netns")
     p.add_argument("dst", metavar="DST", help="pod or node name, IPv4 address, or netns")
     p.add_argument("--port", type=_port, default=None,
-                   help="destination port (tcp; default 80)")
+                   help="destination port (tcp; default 80): also says whether anything "
+                        "listens there")
     p.add_argument("--proto", choices=("tcp", "icmp"), default="tcp")
     p.add_argument("--no-reply", dest="reply", action="store_false",
                    help="trace the request only, not the reply's way back")
@@ -49,8 +50,11 @@ def run(args) -> int:
         dst = endpoints.resolve(args.dst, probe, w, role="destination")
         for ep in (src, dst):
             endpoints.require_netns(probe, ep)
+        # a listener is asked about only for a port the user named: without --port, trace
+        # answers for the path (port 80 stands in for the rules that match on ports)
         tr = path.walk(probe, src, dst, proto=args.proto, port=port, labels=w.labels,
-                       nodes=w.nodes, explainers=w.explainers, reply=args.reply)
+                       nodes=w.nodes, explainers=w.explainers, reply=args.reply,
+                       listener=args.port is not None)
     emit(args, tr.to_dict(), render.render)
     # Broken (a cause named) exits 1; a packet that leaves what trace can see is not.
     return 1 if tr.broken_by is not None else 0

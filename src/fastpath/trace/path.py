@@ -177,7 +177,10 @@ class PathWalk:
                  port: int | None = None, labels: dict[str, str] | None = None,
                  nodes: dict[str, str] | None = None,
                  explainers: Sequence[RouteExplainer] = (),
-                 packet: iptables.Packet | None = None, direction: str = "request") -> None:
+                 packet: iptables.Packet | None = None, direction: str = "request",
+                 listener: bool = False) -> None:
+        """`listener`: at the destination, ask whether anything listens on the TCP port
+        (a trace asked about a port: `--port`); without it the walk answers for the path."""
         if src.netns is None:
             raise ValueError("the source must be in a known network namespace")
         self.probe = probe
@@ -188,6 +191,7 @@ class PathWalk:
             self.labels.setdefault(dst.netns, dst.label)
         self.explainers = list(explainers)
         self.trace = Trace(src, dst, proto, port, direction=direction)
+        self.listener = listener
         self.pkt = packet or iptables.Packet(src=src.ip, dst=dst.ip, proto=proto,
                                              dport=port if proto != "icmp" else None)
 
@@ -352,7 +356,8 @@ class PathWalk:
         if self.trace.dst.netns and hop.netns != self.trace.dst.netns:
             self.trace.notes.append(f"delivered locally in {hop.label}, not in "
                                     f"{self.label(self.trace.dst.netns)}")
-        if self.trace.direction == "request" and self.pkt.proto == "tcp" and self.trace.port:
+        if self.listener and self.trace.direction == "request" and self.pkt.proto == "tcp" \
+                and self.trace.port:
             # a SYN that arrives where nothing listens is answered with a RST
             if self.probe.listening(hop.netns, self.pkt.dst, self.trace.port) is False:
                 hop.checks.append(Check("listener", False, f"no TCP listener on "
