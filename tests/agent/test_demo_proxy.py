@@ -111,10 +111,14 @@ def test_services_program_the_proxies_and_survive_an_agent_restart(proxy_demo):
     conn2 = connect_via(client_pod, "10.96.0.21", 9000)
     roundtrip(conn2, 3)
     roundtrip(conn, 4)
-    # a deleted service takes its VIP with it
+    # a deleted service takes its VIP with it, once its connection has drained
     run_fastpath("service", "del", "echo2")
-    wait_for(lambda: "10.96.0.21" not in vips(n1.netns), patience(5), "the VIP to go")
-    for s in (conn, conn2, srv):
+    time.sleep(patience(2.5))
+    assert "10.96.0.21" in vips(n1.netns), "the VIP went while conn2 still used it"
+    roundtrip(conn2, 5)          # the established connection still has its path
+    conn2.close()
+    wait_for(lambda: "10.96.0.21" not in vips(n1.netns), patience(8), "the VIP to go")
+    for s in (conn, srv):
         s.close()
     time.sleep(0)
 
