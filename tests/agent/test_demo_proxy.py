@@ -35,7 +35,8 @@ def proxy_demo():
         run_fastpath("down", check=False)
 
 
-def echo_server(pod, port: int) -> socket.socket:
+def pod_server(pod, port: int, handler) -> socket.socket:
+    """A server made in the pod's netns; `handler(conn)` runs per connection in a thread."""
     srv = netns.run_in(pod.netns, socket.create_server, (pod.ip, port))
 
     def serve() -> None:
@@ -44,10 +45,14 @@ def echo_server(pod, port: int) -> socket.socket:
                 c, _ = srv.accept()
             except OSError:
                 return
-            threading.Thread(target=_echo, args=(c,), daemon=True).start()
+            threading.Thread(target=handler, args=(c,), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
     return srv
+
+
+def echo_server(pod, port: int) -> socket.socket:
+    return pod_server(pod, port, _echo)
 
 
 def _echo(c: socket.socket) -> None:
@@ -226,8 +231,6 @@ def test_a_hung_table_reader_costs_the_agent_nothing(proxy_demo):
 
 def slow_streamer(pod, port: int) -> socket.socket:
     """A backend in `pod` that streams 64 KiB every 10 ms to each client until it goes."""
-    srv = netns.run_in(pod.netns, socket.create_server, (pod.ip, port))
-
     def stream(c: socket.socket) -> None:
         with c:
             try:
@@ -236,16 +239,7 @@ def slow_streamer(pod, port: int) -> socket.socket:
                     time.sleep(0.01)
             except OSError:
                 pass
-
-    def serve() -> None:
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=stream, args=(c,), daemon=True).start()
-    threading.Thread(target=serve, daemon=True).start()
-    return srv
+    return pod_server(pod, port, stream)
 
 
 def test_a_deleted_service_drains_then_its_vip_goes(proxy_demo):

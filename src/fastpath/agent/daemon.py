@@ -345,6 +345,9 @@ class NodeAgent:
             return
         if self.table is None:
             self.table = ServiceTable(SERVICES_KEY)
+        # new VIPs on the loopback before the proxy reads the table, or its listener's bind
+        # would fail; the ones that go leave after it (sync_vips, once drained)
+        self.sync_vips(also=svcs)
         if not self.table.set(json.dumps(svcs).encode()):
             self.metrics.table_stalls.inc()
         self.ensure_proxy()
@@ -356,14 +359,16 @@ class NodeAgent:
         for name, s in svcs.items():
             self.metrics.backends.labels(name).set(len(s["backends"]))
 
-    def sync_vips(self) -> None:
+    def sync_vips(self, also: dict | None = None) -> None:
         """The loopback holds every service's VIP, and the VIP of a deleted service until
         the connections the proxy still carries on it have ended (they drain, then the
         proxy resets what is left at its drain timeout): only then does it go, so no client
-        is left with packets that have no route."""
+        is left with packets that have no route. `also`: services about to be published,
+        whose VIPs must be there first."""
         if not self.cfg.proxy:
             return
-        want = {str(s["listen"]).rsplit(":", 1)[0] for s in self.services.values()}
+        want = {str(s["listen"]).rsplit(":", 1)[0]
+                for s in [*self.services.values(), *(also or {}).values()]}
         used = nodeproxy.vips_in_use(self.cfg.node)
         now = time.monotonic()
         # workers report their connections twice a second: a VIP whose service just went

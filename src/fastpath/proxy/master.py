@@ -69,6 +69,7 @@ PROGRAM_SOCKET = "program.sock"
 PROGRAM_KEY = b"services"   # the agent's table: JSON {name: {"listen": .., "backends": [..]}}
 PROGRAM_POLL = 0.05         # seconds between reads of the agent's table
 WORKER_HUNG_AFTER = 10.0    # seconds a live worker may hold a grace period up
+PROGRAM_RETRY = 1.0         # seconds before a refused table of the agent's is tried again
 
 
 def run_root() -> Path:
@@ -192,6 +193,8 @@ class Master:
         self.control: socket.socket | None = None
         self.source: SharedTable | None = None    # the agent's table (programmed mode)
         self.source_seen: bytes | None = None
+        self.retry_program_at = float("inf")
+        self.program_backoff = PROGRAM_RETRY
         self.table_pending = False   # a publish to the workers waits for a free buffer
         self.table_stall: str | None = None
 
@@ -407,15 +410,23 @@ class Master:
             raw = self.source.get(PROGRAM_KEY)   # a copy: nothing read outlives offline()
         finally:
             self.source.offline()
-        if raw is None or raw == self.source_seen:
+        if raw is None or (raw == self.source_seen and time.monotonic() < self.retry_program_at):
             return
+        again = raw == self.source_seen
         self.source_seen = raw
+        self.retry_program_at = float("inf")
         try:
             cfg = configmod.from_program(raw, replace(self.cfg, services=()))
         except FastpathError as e:
             self._refused(e)
-            return
+            return   # malformed: it stays so until the agent publishes again
         self.apply(cfg, "the agent's table")
+        if not self.last_reload.get("ok"):
+            # refused (an address not there yet, a port taken): the same table is tried
+            # again, after 1 s, then less and less often (up to 30 s), until it applies or
+            # the agent publishes another
+            self.program_backoff = min(self.program_backoff * 2, 30.0) if again else PROGRAM_RETRY
+            self.retry_program_at = time.monotonic() + self.program_backoff
 
     def _reap(self) -> None:
         while True:
