@@ -55,6 +55,10 @@ def supervise(argv: list[str], pidfile: str | None) -> int:
         while not stopping:
             started = time.monotonic()
             child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+            if stopping:
+                # the signal came between the loop's check and the start: it found no child
+                # to pass itself on to, so this one is told now
+                child.send_signal(signal.SIGTERM)
             while True:
                 try:
                     code = child.wait()
